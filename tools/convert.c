@@ -1,0 +1,905 @@
+/* convert — writes a w8a8 model file from a llama2.c checkpoint or a Hugging Face directory.
+ *
+ *   ./convert INPUT -o OUT [--scheme f32|bf16|fp8|int8] [--tokenizer FILE] [--quiet]
+ *
+ * INPUT is a llama2.c checkpoint (legacy format; give its tokenizer.bin with --tokenizer) or a directory
+ * with config.json, model.safetensors (or shards and model.safetensors.index.json), tokenizer.json (or
+ * --tokenizer tokenizer.bin) and tokenizer_config.json. The output is written to OUT.tmp.PID and renamed,
+ * so an interrupted run never leaves a half-written model. */
+#define _GNU_SOURCE
+#include "../w8a8.h"
+#include "json.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char g_tmp_path[4200];
+static int g_quiet;
+
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "convert: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    if (g_tmp_path[0]) unlink(g_tmp_path);
+    exit(1);
+}
+static void on_signal(int sig) {
+    if (g_tmp_path[0]) unlink(g_tmp_path);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) die("out of memory (%zu bytes)", n);
+    return p;
+}
+static void *xcalloc(size_t n, size_t s) {
+    void *p = calloc(n ? n : 1, s ? s : 1);
+    if (!p) die("out of memory (%zu bytes)", n * s);
+    return p;
+}
+
+typedef struct { unsigned char *p; size_t n; } blob;
+static blob map_file(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) die("cannot open '%s': %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) die("'%s' is not a readable file", path);
+    blob b = {NULL, (size_t)st.st_size};
+    if (b.n) {
+        b.p = mmap(NULL, b.n, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (b.p == MAP_FAILED) die("cannot map '%s': %s", path, strerror(errno));
+    }
+    close(fd);
+    return b;
+}
+static jv read_json(const char *path) {
+    blob b = map_file(path);
+    jv v;
+    char err[200];
+    if (json_parse((const char *)b.p, b.n, &v, err, sizeof err)) die("'%s' is not valid JSON: %s", path, err);
+    munmap(b.p, b.n);
+    return v;
+}
+static int file_exists(const char *p) { struct stat st; return stat(p, &st) == 0; }
+
+static void progress(const char *what, int done, int total) {
+    if (g_quiet || !isatty(2)) {
+        if (!g_quiet && done == total) fprintf(stderr, "%s: %d/%d\n", what, done, total);
+        return;
+    }
+    int w = 40, f = total ? done * w / total : w;
+    fprintf(stderr, "\r%-10s [", what);
+    for (int i = 0; i < w; i++) fputc(i < f ? '#' : '.', stderr);
+    fprintf(stderr, "] %d/%d", done, total);
+    if (done == total) fputc('\n', stderr);
+}
+
+/* =========================================================================================================
+ * Sources of weights: a llama2.c checkpoint, or safetensors files. Both are asked by Hugging Face name.
+ * ======================================================================================================= */
+typedef struct { char *name; int dtype; uint64_t shape[4]; int ndim; const unsigned char *data; size_t bytes; } st_tensor;
+typedef struct {
+    int hf;                 /* 1: Hugging Face (q/k rows in rotate-half order) */
+    st_tensor *t; int n;    /* safetensors tensors */
+    blob l2c;               /* llama2.c checkpoint */
+    w8a8_config c;
+    int l2c_shared;
+} source;
+
+enum { ST_F32, ST_F16, ST_BF16, ST_OTHER };
+
+static void st_open(source *s, const char *path) {
+    blob b = map_file(path);
+    if (b.n < 8) die("'%s' is too small to be a safetensors file", path);
+    uint64_t hn;
+    memcpy(&hn, b.p, 8);
+    if (hn > b.n - 8 || hn > (1u << 30)) die("'%s': the safetensors header length %llu is outside the file", path, (unsigned long long)hn);
+    jv h;
+    char err[200];
+    if (json_parse((const char *)b.p + 8, hn, &h, err, sizeof err) || h.type != J_OBJ)
+        die("'%s': the safetensors header is not a JSON object: %s", path, err);
+    const unsigned char *data = b.p + 8 + hn;
+    size_t data_n = b.n - 8 - hn;
+    for (int i = 0; i < h.n; i++) {
+        if (!strcmp(h.keys[i], "__metadata__")) continue;
+        const jv *e = &h.items[i], *dt = jget(e, "dtype"), *sh = jget(e, "shape"), *of = jget(e, "data_offsets");
+        if (!dt || dt->type != J_STR || !sh || sh->type != J_ARR || sh->n > 4 || !of || of->type != J_ARR || of->n != 2 ||
+            of->items[0].type != J_NUM || of->items[1].type != J_NUM)
+            die("'%s': tensor '%s' has a malformed header entry", path, h.keys[i]);
+        st_tensor t = {0};
+        t.name = strdup(h.keys[i]);
+        t.dtype = !strcmp(dt->str, "F32") ? ST_F32 : !strcmp(dt->str, "F16") ? ST_F16 : !strcmp(dt->str, "BF16") ? ST_BF16 : ST_OTHER;
+        t.ndim = sh->n;
+        uint64_t elems = 1;
+        for (int k = 0; k < sh->n; k++) {
+            if (sh->items[k].type != J_NUM || sh->items[k].num < 0 || sh->items[k].num > 1e12) die("'%s': tensor '%s' has a bad shape", path, t.name);
+            t.shape[k] = (uint64_t)sh->items[k].num;
+            if (__builtin_mul_overflow(elems, t.shape[k], &elems)) die("'%s': tensor '%s' has a shape that overflows", path, t.name);
+        }
+        double b0 = of->items[0].num, b1 = of->items[1].num;
+        if (b0 < 0 || b1 < b0 || b1 > (double)data_n) die("'%s': tensor '%s' lies outside the file", path, t.name);
+        t.data = data + (size_t)b0;
+        t.bytes = (size_t)(b1 - b0);
+        int es = t.dtype == ST_F32 ? 4 : t.dtype == ST_OTHER ? 0 : 2;
+        if (es && (uint64_t)t.bytes != elems * es) die("'%s': tensor '%s' has %zu bytes for %llu elements", path, t.name, t.bytes, (unsigned long long)elems);
+        s->t = realloc(s->t, sizeof(st_tensor) * (s->n + 1));
+        if (!s->t) die("out of memory");
+        s->t[s->n++] = t;
+        if (t.dtype == ST_OTHER && strstr(t.name, "weight"))
+            fprintf(stderr, "convert: note: tensor '%s' has dtype %s (read only if needed)\n", t.name, dt->str);
+    }
+    jv_free(&h);
+}
+
+static const st_tensor *st_find(const source *s, const char *name) {
+    for (int i = 0; i < s->n; i++) if (!strcmp(s->t[i].name, name)) return &s->t[i];
+    return NULL;
+}
+
+/* The llama2.c legacy layout: the offset (in floats) of each weight, by Hugging Face name. */
+static int64_t l2c_offset(const source *s, const char *name, uint64_t *rows, uint64_t *cols) {
+    const w8a8_config *c = &s->c;
+    int64_t D = c->dim, H = c->hidden_dim, L = c->n_layers, V = c->vocab_size, kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t off = 7;   /* header ints */
+    int64_t emb = off, rms_att = emb + V * D, wq = rms_att + L * D, wk = wq + L * D * D, wv = wk + L * kvd * D,
+            wo = wv + L * kvd * D, rms_ffn = wo + L * D * D, w1 = rms_ffn + L * D, w2 = w1 + L * H * D, w3 = w2 + L * D * H,
+            rms_final = w3 + L * H * D, freq = rms_final + D, wcls = freq + (int64_t)c->max_context * (c->head_dim / 2) * 2;
+    int l;
+    char kind[64];
+    if (!strcmp(name, "model.embed_tokens.weight")) { *rows = V; *cols = D; return emb; }
+    if (!strcmp(name, "model.norm.weight")) { *rows = D; *cols = 0; return rms_final; }
+    if (!strcmp(name, "lm_head.weight")) { if (s->l2c_shared) return -1; *rows = V; *cols = D; return wcls; }
+    if (sscanf(name, "model.layers.%d.%63s", &l, kind) != 2 || l < 0 || l >= L) return -1;
+    if (!strcmp(kind, "input_layernorm.weight")) { *rows = D; *cols = 0; return rms_att + l * D; }
+    if (!strcmp(kind, "post_attention_layernorm.weight")) { *rows = D; *cols = 0; return rms_ffn + l * D; }
+    if (!strcmp(kind, "self_attn.q_proj.weight")) { *rows = D; *cols = D; return wq + l * D * D; }
+    if (!strcmp(kind, "self_attn.k_proj.weight")) { *rows = kvd; *cols = D; return wk + l * kvd * D; }
+    if (!strcmp(kind, "self_attn.v_proj.weight")) { *rows = kvd; *cols = D; return wv + l * kvd * D; }
+    if (!strcmp(kind, "self_attn.o_proj.weight")) { *rows = D; *cols = D; return wo + l * D * D; }
+    if (!strcmp(kind, "mlp.gate_proj.weight")) { *rows = H; *cols = D; return w1 + l * H * D; }
+    if (!strcmp(kind, "mlp.down_proj.weight")) { *rows = D; *cols = H; return w2 + l * D * H; }
+    if (!strcmp(kind, "mlp.up_proj.weight")) { *rows = H; *cols = D; return w3 + l * H * D; }
+    return -1;
+}
+
+static int src_has(const source *s, const char *name) {
+    uint64_t r, c;
+    return s->hf ? st_find(s, name) != NULL : l2c_offset(s, name, &r, &c) >= 0;
+}
+
+static float bf16f(uint16_t v) { return w8a8_bf16_to_float(v); }
+
+/* Reads a tensor as fp32 and checks its shape ([rows][cols], or [rows] when cols == 0). */
+static float *src_read(const source *s, const char *name, uint64_t rows, uint64_t cols) {
+    uint64_t n = rows * (cols ? cols : 1);
+    float *out = xmalloc(n * sizeof(float));
+    if (!s->hf) {
+        uint64_t r, c;
+        int64_t off = l2c_offset(s, name, &r, &c);
+        if (off < 0) die("the llama2.c checkpoint has no tensor '%s'", name);
+        memcpy(out, s->l2c.p + off * 4, n * 4);
+        return out;
+    }
+    const st_tensor *t = st_find(s, name);
+    if (!t) die("tensor '%s' is missing from the safetensors files", name);
+    int ok = cols ? (t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols) : (t->ndim == 1 && t->shape[0] == rows);
+    if (!ok) {
+        char sh[128] = "";
+        for (int k = 0; k < t->ndim; k++) snprintf(sh + strlen(sh), sizeof sh - strlen(sh), "%s%llu", k ? " x " : "", (unsigned long long)t->shape[k]);
+        die("tensor '%s' has shape [%s], expected [%llu%s%llu]", name, sh, (unsigned long long)rows, cols ? " x " : "",
+            (unsigned long long)(cols ? cols : 0));
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        switch (t->dtype) {
+        case ST_F32: memcpy(&out[i], t->data + 4 * i, 4); break;
+        case ST_F16: { uint16_t v; memcpy(&v, t->data + 2 * i, 2); out[i] = w8a8_f16_to_float(v); break; }
+        case ST_BF16: { uint16_t v; memcpy(&v, t->data + 2 * i, 2); out[i] = bf16f(v); break; }
+        default: die("tensor '%s' has a dtype this converter does not read (F32, F16 and BF16 are read)", name);
+        }
+    }
+    return out;
+}
+
+/* Hugging Face stores q and k rows of each head in rotate-half order (pairs i and i + d/2); the engine, like
+ * llama2.c, rotates adjacent pairs (2i, 2i + 1). Undo the permutation: row 2p + c <- row c * d/2 + p. */
+static void unpermute_rows(float *w, int n_heads, int head_dim, int cols) {
+    int c1 = cols ? cols : 1;
+    float *tmp = xmalloc(sizeof(float) * head_dim * c1);
+    for (int h = 0; h < n_heads; h++) {
+        float *base = w + (size_t)h * head_dim * c1;
+        memcpy(tmp, base, sizeof(float) * head_dim * c1);
+        for (int p = 0; p < head_dim / 2; p++)
+            for (int c = 0; c < 2; c++)
+                memcpy(base + (size_t)(2 * p + c) * c1, tmp + (size_t)(c * head_dim / 2 + p) * c1, sizeof(float) * c1);
+    }
+    free(tmp);
+}
+
+/* =========================================================================================================
+ * Tokenizers: llama2.c tokenizer.bin, and tokenizer.json
+ * ======================================================================================================= */
+typedef struct {
+    uint32_t kind, pre, flags;
+    int n;                      /* tokens */
+    float *scores;
+    uint8_t *types;
+    char **text; int *len;
+    int32_t *merges; int n_merges;
+    char *tmpl;
+    int bos, eos, eot;
+} tok_build;
+
+static void tb_alloc(tok_build *t, int n) {
+    t->n = n;
+    t->scores = xcalloc(n, sizeof(float));
+    t->types = xcalloc(n, 1);
+    t->text = xcalloc(n, sizeof(char *));
+    t->len = xcalloc(n, sizeof(int));
+    for (int i = 0; i < n; i++) { t->types[i] = W8A8_TT_UNUSED; t->text[i] = strdup(""); }
+}
+
+static int parse_byte_token(const char *s, int n) {
+    unsigned v;
+    if (n == 6 && s[0] == '<' && s[1] == '0' && s[2] == 'x' && s[5] == '>' && sscanf(s + 3, "%2x", &v) == 1) return (int)v;
+    return -1;
+}
+
+static void load_l2c_tokenizer(tok_build *t, const char *path, int vocab) {
+    blob b = map_file(path);
+    size_t o = 4;
+    if (b.n < 4) die("'%s' is too small to be a llama2.c tokenizer", path);
+    tb_alloc(t, vocab);
+    for (int i = 0; i < vocab; i++) {
+        float sc;
+        int32_t len;
+        if (o + 8 > b.n) die("'%s' holds fewer tokens than the model's vocabulary of %d", path, vocab);
+        memcpy(&sc, b.p + o, 4);
+        memcpy(&len, b.p + o + 4, 4);
+        o += 8;
+        if (len < 0 || len > 4096 || o + len > b.n) die("'%s': token %d has a bad length", path, i);
+        free(t->text[i]);
+        t->text[i] = xmalloc(len + 1);
+        memcpy(t->text[i], b.p + o, len);
+        t->text[i][len] = 0;
+        t->len[i] = len;
+        t->scores[i] = sc;
+        o += len;
+        int byte = parse_byte_token(t->text[i], len);
+        if (i < 3) t->types[i] = W8A8_TT_CONTROL;   /* <unk>, <s>, </s> */
+        else if (byte >= 0) { t->types[i] = W8A8_TT_BYTE; t->text[i][0] = (char)byte; t->len[i] = 1; }
+        else t->types[i] = W8A8_TT_NORMAL;
+    }
+    t->kind = W8A8_TOK_SPM;
+    t->flags = W8A8_TOKF_DUMMY_PREFIX | W8A8_TOKF_BYTE_FALLBACK | W8A8_TOKF_ADD_BOS;
+    t->bos = 1; t->eos = 2; t->eot = -1;
+    munmap(b.p, b.n);
+}
+
+/* GPT-2's byte-to-character map, inverted: a character of a byte-level token stands for one byte. */
+static int byte_of_char(int cp) {
+    if ((cp >= '!' && cp <= '~') || (cp >= 0xa1 && cp <= 0xac) || (cp >= 0xae && cp <= 0xff)) return cp;
+    int n = 0;
+    for (int b = 0; b < 256; b++) {
+        if ((b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff)) continue;
+        if (cp == 256 + n) return b;
+        n++;
+    }
+    return -1;
+}
+
+static int utf8_decode(const unsigned char *s, int n, int *cp) {
+    int len = s[0] < 0x80 ? 1 : (s[0] >> 5) == 6 ? 2 : (s[0] >> 4) == 14 ? 3 : 4;
+    if (len > n) { *cp = -1; return 1; }
+    int v = len == 1 ? s[0] : s[0] & (0x7f >> len);
+    for (int i = 1; i < len; i++) v = (v << 6) | (s[i] & 63);
+    *cp = v;
+    return len;
+}
+
+/* Token text as the engine stores it: the bytes it prints. */
+static void token_bytes(const tok_build *t, const char *s, int n, char **out, int *outn, int *ok) {
+    char *b = xmalloc(n + 1);
+    int k = 0;
+    *ok = 1;
+    if (t->kind == W8A8_TOK_BYTE_BPE) {
+        for (int i = 0; i < n;) {
+            int cp, l = utf8_decode((const unsigned char *)s + i, n - i, &cp), by = byte_of_char(cp);
+            if (by < 0) { *ok = 0; by = '?'; }
+            b[k++] = (char)by;
+            i += l;
+        }
+    } else {
+        for (int i = 0; i < n;) {
+            if (i + 3 <= n && !memcmp(s + i, "\xe2\x96\x81", 3)) { b[k++] = ' '; i += 3; }
+            else { if (s[i] == ' ') *ok = 0; b[k++] = s[i++]; }   /* a raw space is unreachable */
+        }
+    }
+    b[k] = 0;
+    *out = b;
+    *outn = k;
+}
+
+static const char *LLAMA3_RE = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char *QWEN2_RE = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/* Finds what kind of tokenizer a tokenizer.json is from its normalizer and pre-tokenizer. */
+static void classify_tokenizer(tok_build *t, const jv *root, const char *path) {
+    const jv *model = jget(root, "model"), *pre = jget(root, "pre_tokenizer"), *norm = jget(root, "normalizer");
+    const char *mtype = jstr(model, "type");
+    if (!mtype || strcmp(mtype, "BPE")) die("'%s': tokenizer model '%s' is not supported (BPE is)", path, mtype ? mtype : "?");
+    char *pj = NULL;
+    /* flatten the pre-tokenizer's regex and types into one string to look at */
+    const jv *stack[64];
+    int sp = 0, bytelevel = 0, metaspace = 0;
+    const char *regex = NULL;
+    if (pre && pre->type == J_OBJ) stack[sp++] = pre;
+    while (sp) {
+        const jv *v = stack[--sp];
+        const char *ty = jstr(v, "type");
+        if (ty && !strcmp(ty, "ByteLevel")) bytelevel = 1;
+        if (ty && !strcmp(ty, "Metaspace")) metaspace = 1;
+        if (ty && !strcmp(ty, "Split")) { const jv *pat = jget(v, "pattern"); if (jstr(pat, "Regex")) regex = jstr(pat, "Regex"); }
+        const jv *subs = jget(v, "pretokenizers");
+        for (int i = 0; subs && subs->type == J_ARR && i < subs->n && sp < 64; i++) stack[sp++] = &subs->items[i];
+    }
+    (void)pj;
+    if (bytelevel) {
+        t->kind = W8A8_TOK_BYTE_BPE;
+        if (regex && !strcmp(regex, LLAMA3_RE)) t->pre = W8A8_PRE_LLAMA3;
+        else if (regex && !strcmp(regex, QWEN2_RE)) t->pre = W8A8_PRE_QWEN2;
+        else die("'%s': the byte-level pre-tokenizer regex is not one this engine knows (Llama 3 and Qwen2/3 are known): %s",
+                 path, regex ? regex : "(none)");
+        if (jbool(model, "ignore_merges", 0)) t->flags |= W8A8_TOKF_IGNORE_MERGES;
+        return;
+    }
+    t->kind = W8A8_TOK_BPE;
+    if (metaspace) t->flags |= W8A8_TOKF_DUMMY_PREFIX;
+    const jv *ns = jget(norm, "normalizers");
+    for (int i = 0; ns && ns->type == J_ARR && i < ns->n; i++) {
+        const char *ty = jstr(&ns->items[i], "type");
+        if (ty && !strcmp(ty, "Prepend")) t->flags |= W8A8_TOKF_DUMMY_PREFIX;
+    }
+    if (jstr(norm, "type") && !strcmp(jstr(norm, "type"), "Prepend")) t->flags |= W8A8_TOKF_DUMMY_PREFIX;
+    if (jbool(model, "byte_fallback", 0)) t->flags |= W8A8_TOKF_BYTE_FALLBACK;
+}
+
+typedef struct { char *s; int n; int id; } vocab_ent;
+static int cmp_vocab(const void *a, const void *b) {
+    const vocab_ent *x = a, *y = b;
+    int m = x->n < y->n ? x->n : y->n, c = memcmp(x->s, y->s, m);
+    return c ? c : x->n - y->n;
+}
+static int vocab_lookup(const vocab_ent *v, int n, const char *s, int len) {
+    vocab_ent key = {(char *)s, len, 0};
+    const vocab_ent *e = bsearch(&key, v, n, sizeof *v, cmp_vocab);
+    return e ? e->id : -1;
+}
+
+static void load_hf_tokenizer(tok_build *t, const char *path, int vocab) {
+    jv root = read_json(path);
+    const jv *model = jget(&root, "model"), *vj = jget(model, "vocab"), *mj = jget(model, "merges"), *added = jget(&root, "added_tokens");
+    if (!vj || vj->type != J_OBJ) die("'%s' has no model.vocab object", path);
+    classify_tokenizer(t, &root, path);
+    int n = vocab;
+    for (int i = 0; i < vj->n; i++) if (vj->items[i].type == J_NUM && vj->items[i].num + 1 > n) n = (int)vj->items[i].num + 1;
+    for (int i = 0; added && added->type == J_ARR && i < added->n; i++) if (jnum(&added->items[i], "id", 0) + 1 > n) n = (int)jnum(&added->items[i], "id", 0) + 1;
+    if (n > vocab) die("'%s' has %d tokens, more than the model's vocabulary of %d", path, n, vocab);
+    tb_alloc(t, vocab);
+    vocab_ent *ve = xmalloc(sizeof(vocab_ent) * vj->n);
+    for (int i = 0; i < vj->n; i++) {
+        if (vj->items[i].type != J_NUM || vj->items[i].num < 0) die("'%s': vocabulary entry %d has no id", path, i);
+        int id = (int)vj->items[i].num, ok;
+        ve[i] = (vocab_ent){vj->keys[i], vj->key_lens[i], id};
+        free(t->text[id]);
+        token_bytes(t, vj->keys[i], vj->key_lens[i], &t->text[id], &t->len[id], &ok);
+        int byte = t->kind == W8A8_TOK_BPE ? parse_byte_token(vj->keys[i], vj->key_lens[i]) : -1;
+        if (byte >= 0) { t->types[id] = W8A8_TT_BYTE; t->text[id][0] = (char)byte; t->len[id] = 1; }
+        else t->types[id] = ok ? W8A8_TT_NORMAL : W8A8_TT_UNUSED;
+    }
+    qsort(ve, vj->n, sizeof *ve, cmp_vocab);
+    for (int i = 0; added && added->type == J_ARR && i < added->n; i++) {
+        const jv *a = &added->items[i];
+        int id = (int)jnum(a, "id", -1);
+        const jv *c = jget(a, "content");
+        if (id < 0 || id >= vocab || !c || c->type != J_STR) die("'%s': added token %d is malformed", path, i);
+        free(t->text[id]);
+        t->text[id] = xmalloc(c->n + 1);
+        memcpy(t->text[id], c->str, c->n + 1);
+        t->len[id] = c->n;
+        t->types[id] = jbool(a, "special", 1) ? W8A8_TT_SPECIAL : W8A8_TT_USER;
+    }
+    if (mj && mj->type == J_ARR) {
+        t->merges = xmalloc(sizeof(int32_t) * 2 * (mj->n + 1));
+        for (int i = 0; i < mj->n; i++) {
+            const jv *e = &mj->items[i];
+            const char *a, *b;
+            int la, lb;
+            if (e->type == J_STR) {
+                const char *sp = memchr(e->str, ' ', e->n);
+                if (!sp) die("'%s': merge %d ('%s') has no space", path, i, e->str);
+                a = e->str; la = (int)(sp - e->str); b = sp + 1; lb = e->n - la - 1;
+            } else if (e->type == J_ARR && e->n == 2 && e->items[0].type == J_STR && e->items[1].type == J_STR) {
+                a = e->items[0].str; la = e->items[0].n; b = e->items[1].str; lb = e->items[1].n;
+            } else die("'%s': merge %d is malformed", path, i);
+            int ia = vocab_lookup(ve, vj->n, a, la), ib = vocab_lookup(ve, vj->n, b, lb);
+            if (ia < 0 || ib < 0) continue;   /* a merge of unknown pieces can never apply */
+            t->merges[2 * t->n_merges] = ia;
+            t->merges[2 * t->n_merges + 1] = ib;
+            t->n_merges++;
+        }
+    }
+    free(ve);
+    jv_free(&root);
+}
+
+/* bos/eos/chat template from tokenizer_config.json (strings or {"content": ...}). */
+static int find_token(const tok_build *t, const char *s) {
+    if (!s) return -1;
+    for (int i = 0; i < t->n; i++)
+        if ((t->types[i] == W8A8_TT_SPECIAL || t->types[i] == W8A8_TT_CONTROL || t->types[i] == W8A8_TT_USER) &&
+            t->len[i] == (int)strlen(s) && !memcmp(t->text[i], s, t->len[i])) return i;
+    return -1;
+}
+static const char *token_field(const jv *o, const char *key) {
+    const jv *v = jget(o, key);
+    if (v && v->type == J_STR) return v->str;
+    return jstr(v, "content");
+}
+
+static void load_tokenizer_config(tok_build *t, const char *path) {
+    jv root = read_json(path);
+    int b = find_token(t, token_field(&root, "bos_token")), e = find_token(t, token_field(&root, "eos_token"));
+    if (b >= 0) t->bos = b;
+    if (e >= 0) t->eos = e;
+    if (jget(&root, "add_bos_token")) {
+        if (jbool(&root, "add_bos_token", 0)) t->flags |= W8A8_TOKF_ADD_BOS;
+        else t->flags &= ~W8A8_TOKF_ADD_BOS;
+    }
+    const jv *ct = jget(&root, "chat_template");
+    if (ct && ct->type == J_STR) t->tmpl = strdup(ct->str);
+    else if (ct && ct->type == J_ARR)
+        for (int i = 0; i < ct->n; i++)
+            if (jstr(&ct->items[i], "name") && !strcmp(jstr(&ct->items[i], "name"), "default") && jstr(&ct->items[i], "template"))
+                t->tmpl = strdup(jstr(&ct->items[i], "template"));
+    jv_free(&root);
+}
+
+/* =========================================================================================================
+ * Quantization of one linear weight [rows][cols]: the scheme's dtype and a per-output-channel scale
+ * ======================================================================================================= */
+typedef struct { double err2, ref2; } qerr;
+
+static void quantize_weight(int scheme, const float *w, uint64_t rows, uint64_t cols, void *out, float *scale, qerr *e) {
+    for (uint64_t r = 0; r < rows; r++) {
+        const float *wr = w + r * cols;
+        float amax = 0, s = 1;
+        if (scheme == W8A8_FP8 || scheme == W8A8_INT8) {
+            for (uint64_t j = 0; j < cols; j++) amax = fmaxf(amax, fabsf(wr[j]));
+            s = amax > 0 ? amax / (scheme == W8A8_FP8 ? 448.0f : 127.0f) : 1.0f;
+            scale[r] = s;
+        }
+        for (uint64_t j = 0; j < cols; j++) {
+            float v = wr[j], d;
+            switch (scheme) {
+            case W8A8_F32: ((float *)out)[r * cols + j] = v; d = v; break;
+            case W8A8_BF16: { uint16_t q = w8a8_bf16_from_float(v); ((uint16_t *)out)[r * cols + j] = q; d = w8a8_bf16_to_float(q); break; }
+            case W8A8_FP8: { uint8_t q = w8a8_fp8_from_float(v / s); ((uint8_t *)out)[r * cols + j] = q; d = w8a8_fp8_to_float(q) * s; break; }
+            default: { int8_t q = w8a8_int8_from_float(v / s); ((int8_t *)out)[r * cols + j] = q; d = q * s; break; }
+            }
+            e->err2 += ((double)v - d) * ((double)v - d);
+            e->ref2 += (double)v * v;
+        }
+    }
+}
+
+/* =========================================================================================================
+ * The plan: every tensor of the output file, in order, with what produces it
+ * ======================================================================================================= */
+enum { P_EMBD, P_OUTPUT, P_OUT_NORM, P_ATTN_NORM, P_FFN_NORM, P_QKV, P_QKV_BIAS, P_Q_NORM, P_K_NORM, P_WO, P_W13, P_W2, P_SCALE };
+enum { K_QKV, K_WO, K_W13, K_W2, K_EMBD, K_N };
+static const char *kind_names[K_N] = {"wqkv", "wo", "w13", "w2", "embeddings"};
+
+typedef struct { w8a8_tensor_entry e; int what, layer; } planned;
+
+typedef struct {
+    source src;
+    w8a8_config c;
+    int scheme;
+    planned *p; int np;
+    float *pending_scale;   /* the scale of the linear just written, written next */
+    qerr err[K_N];
+} conv;
+
+static void plan_add(conv *cv, const char *name, int dtype, uint64_t rows, uint64_t cols, int what, int layer) {
+    planned *p;
+    cv->p = realloc(cv->p, sizeof(planned) * (cv->np + 1));
+    if (!cv->p) die("out of memory");
+    p = &cv->p[cv->np++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->e.name, W8A8_NAME_MAX, "%s", name);
+    p->e.dtype = dtype;
+    p->e.ndim = cols ? 2 : 1;
+    p->e.shape[0] = rows;
+    p->e.shape[1] = cols;
+    p->e.bytes = rows * (cols ? cols : 1) * w8a8_dtype_size(dtype);
+    p->what = what;
+    p->layer = layer;
+}
+
+static void plan_linear(conv *cv, int l, const char *nm, int what, uint64_t rows, uint64_t cols) {
+    char name[W8A8_NAME_MAX];
+    int dt = cv->scheme == W8A8_F32 ? W8A8_DT_F32 : cv->scheme == W8A8_BF16 ? W8A8_DT_BF16 : cv->scheme == W8A8_FP8 ? W8A8_DT_E4M3 : W8A8_DT_I8;
+    snprintf(name, sizeof name, "blk.%d.%s", l, nm);
+    plan_add(cv, name, dt, rows, cols, what, l);
+    if (cv->scheme == W8A8_FP8 || cv->scheme == W8A8_INT8) {
+        snprintf(name, sizeof name, "blk.%d.%s.scale", l, nm);
+        plan_add(cv, name, W8A8_DT_F32, rows, 0, P_SCALE, l);
+    }
+}
+
+static void make_plan(conv *cv) {
+    const w8a8_config *c = &cv->c;
+    int e16 = cv->scheme == W8A8_F32 ? W8A8_DT_F32 : W8A8_DT_BF16;
+    uint64_t D = c->dim, H = c->hidden_dim, qd = (uint64_t)c->n_heads * c->head_dim, kvd = (uint64_t)c->n_kv_heads * c->head_dim;
+    char name[W8A8_NAME_MAX];
+    plan_add(cv, "tok_embd", e16, c->vocab_size, D, P_EMBD, -1);
+    if (!(c->flags & W8A8_TIED_EMBEDDINGS)) plan_add(cv, "output", e16, c->vocab_size, D, P_OUTPUT, -1);
+    plan_add(cv, "out_norm", W8A8_DT_F32, D, 0, P_OUT_NORM, -1);
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        snprintf(name, sizeof name, "blk.%u.attn_norm", l); plan_add(cv, name, W8A8_DT_F32, D, 0, P_ATTN_NORM, l);
+        plan_linear(cv, l, "wqkv", P_QKV, qd + 2 * kvd, D);
+        if (c->flags & W8A8_QKV_BIAS) { snprintf(name, sizeof name, "blk.%u.wqkv.bias", l); plan_add(cv, name, W8A8_DT_F32, qd + 2 * kvd, 0, P_QKV_BIAS, l); }
+        if (c->flags & W8A8_QK_NORM) {
+            snprintf(name, sizeof name, "blk.%u.q_norm", l); plan_add(cv, name, W8A8_DT_F32, c->head_dim, 0, P_Q_NORM, l);
+            snprintf(name, sizeof name, "blk.%u.k_norm", l); plan_add(cv, name, W8A8_DT_F32, c->head_dim, 0, P_K_NORM, l);
+        }
+        plan_linear(cv, l, "wo", P_WO, D, qd);
+        snprintf(name, sizeof name, "blk.%u.ffn_norm", l); plan_add(cv, name, W8A8_DT_F32, D, 0, P_FFN_NORM, l);
+        plan_linear(cv, l, "w13", P_W13, 2 * H, D);
+        plan_linear(cv, l, "w2", P_W2, D, H);
+    }
+}
+
+static float *read_layer(conv *cv, int l, const char *what, uint64_t rows, uint64_t cols) {
+    char name[128];
+    snprintf(name, sizeof name, "model.layers.%d.%s", l, what);
+    return src_read(&cv->src, name, rows, cols);
+}
+
+/* Produces one planned tensor's bytes. */
+static void *produce(conv *cv, const planned *p) {
+    const w8a8_config *c = &cv->c;
+    uint64_t rows = p->e.shape[0], cols = p->e.shape[1], D = c->dim, H = c->hidden_dim;
+    uint64_t qd = (uint64_t)c->n_heads * c->head_dim, kvd = (uint64_t)c->n_kv_heads * c->head_dim;
+    int l = p->layer, hf = cv->src.hf, kind = -1;
+    float *w = NULL;
+    switch (p->what) {
+    case P_EMBD: w = src_read(&cv->src, "model.embed_tokens.weight", rows, cols); kind = K_EMBD; break;
+    case P_OUTPUT: w = src_read(&cv->src, "lm_head.weight", rows, cols); kind = K_EMBD; break;
+    case P_OUT_NORM: return src_read(&cv->src, "model.norm.weight", rows, 0);
+    case P_ATTN_NORM: return read_layer(cv, l, "input_layernorm.weight", rows, 0);
+    case P_FFN_NORM: return read_layer(cv, l, "post_attention_layernorm.weight", rows, 0);
+    case P_Q_NORM: case P_K_NORM: {
+        float *v = read_layer(cv, l, p->what == P_Q_NORM ? "self_attn.q_norm.weight" : "self_attn.k_norm.weight", rows, 0);
+        if (hf) unpermute_rows(v, 1, c->head_dim, 0);
+        return v;
+    }
+    case P_QKV_BIAS: {
+        float *v = xmalloc(sizeof(float) * rows), *q = read_layer(cv, l, "self_attn.q_proj.bias", qd, 0),
+              *k = read_layer(cv, l, "self_attn.k_proj.bias", kvd, 0), *vv = read_layer(cv, l, "self_attn.v_proj.bias", kvd, 0);
+        unpermute_rows(q, c->n_heads, c->head_dim, 0);
+        unpermute_rows(k, c->n_kv_heads, c->head_dim, 0);
+        memcpy(v, q, qd * 4); memcpy(v + qd, k, kvd * 4); memcpy(v + qd + kvd, vv, kvd * 4);
+        free(q); free(k); free(vv);
+        return v;
+    }
+    case P_QKV: {
+        float *q = read_layer(cv, l, "self_attn.q_proj.weight", qd, D), *k = read_layer(cv, l, "self_attn.k_proj.weight", kvd, D),
+              *v = read_layer(cv, l, "self_attn.v_proj.weight", kvd, D);
+        if (hf) { unpermute_rows(q, c->n_heads, c->head_dim, D); unpermute_rows(k, c->n_kv_heads, c->head_dim, D); }
+        w = xmalloc(sizeof(float) * rows * cols);
+        memcpy(w, q, qd * D * 4); memcpy(w + qd * D, k, kvd * D * 4); memcpy(w + (qd + kvd) * D, v, kvd * D * 4);
+        free(q); free(k); free(v);
+        kind = K_QKV;
+        break;
+    }
+    case P_WO: w = read_layer(cv, l, "self_attn.o_proj.weight", D, qd); kind = K_WO; break;
+    case P_W13: {
+        float *g = read_layer(cv, l, "mlp.gate_proj.weight", H, D), *u = read_layer(cv, l, "mlp.up_proj.weight", H, D);
+        w = xmalloc(sizeof(float) * rows * cols);
+        memcpy(w, g, H * D * 4); memcpy(w + H * D, u, H * D * 4);
+        free(g); free(u);
+        kind = K_W13;
+        break;
+    }
+    case P_W2: w = read_layer(cv, l, "mlp.down_proj.weight", D, H); kind = K_W2; break;
+    case P_SCALE: { float *s = cv->pending_scale; cv->pending_scale = NULL; return s; }
+    }
+    /* embeddings and the LM head stay 16-bit in the quantized schemes */
+    int sch = kind == K_EMBD ? (cv->scheme == W8A8_F32 ? W8A8_F32 : W8A8_BF16) : cv->scheme;
+    void *out = xmalloc(p->e.bytes);
+    float *scale = (sch == W8A8_FP8 || sch == W8A8_INT8) ? xmalloc(sizeof(float) * rows) : NULL;
+    quantize_weight(sch, w, rows, cols, out, scale, &cv->err[kind]);
+    free(w);
+    cv->pending_scale = scale;
+    return out;
+}
+
+/* =========================================================================================================
+ * Reading the input's config
+ * ======================================================================================================= */
+static void config_from_l2c(conv *cv, const char *path) {
+    cv->src.l2c = map_file(path);
+    blob b = cv->src.l2c;
+    if (b.n >= 4 && !memcmp(b.p, "ak42", 4)) die("'%s' is a llama2.c version-1/2 export; only the legacy (version 0) format is read", path);
+    if (b.n < 28) die("'%s' is too small to be a llama2.c checkpoint", path);
+    int32_t h[7];
+    memcpy(h, b.p, 28);
+    for (int i = 0; i < 7; i++) if (i != 5 && (h[i] <= 0 || h[i] > 1 << 20)) die("'%s' does not look like a llama2.c checkpoint (header %d %d %d %d %d %d %d)", path, h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
+    w8a8_config *c = &cv->c;
+    c->dim = h[0]; c->hidden_dim = h[1]; c->n_layers = h[2]; c->n_heads = h[3]; c->n_kv_heads = h[4];
+    c->vocab_size = h[5] < 0 ? -h[5] : h[5]; c->max_context = h[6];
+    if (c->vocab_size == 0 || c->dim % c->n_heads) die("'%s': bad dimensions in the header", path);
+    c->head_dim = c->dim / c->n_heads;
+    cv->src.l2c_shared = h[5] > 0;
+    if (cv->src.l2c_shared) c->flags |= W8A8_TIED_EMBEDDINGS;
+    c->rope_theta = 10000.0f; c->norm_eps = 1e-5f;
+    cv->src.c = *c;
+    uint64_t r, cc;
+    int64_t end = cv->src.l2c_shared ? l2c_offset(&cv->src, "model.norm.weight", &r, &cc) + c->dim + (int64_t)c->max_context * c->head_dim
+                                     : l2c_offset(&cv->src, "lm_head.weight", &r, &cc) + (int64_t)c->vocab_size * c->dim;
+    if ((int64_t)b.n != end * 4) die("'%s' is %zu bytes, but its header implies %lld (truncated, or not a llama2.c checkpoint)", path, b.n, (long long)end * 4);
+}
+
+static void config_from_hf(conv *cv, const char *dir) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    if (!file_exists(p)) die("'%s' has no config.json (is it a Hugging Face model directory?)", dir);
+    jv cj = read_json(p);
+    const jv *archs = jget(&cj, "architectures");
+    const char *arch = archs && archs->type == J_ARR && archs->n > 0 && archs->items[0].type == J_STR ? archs->items[0].str : NULL;
+    if (!arch) die("%s: no 'architectures' entry", p);
+    int qwen2 = !strcmp(arch, "Qwen2ForCausalLM"), qwen3 = !strcmp(arch, "Qwen3ForCausalLM");
+    if (strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "MistralForCausalLM") && !qwen2 && !qwen3)
+        die("architecture '%s' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM are)", arch);
+    const char *act = jstr(&cj, "hidden_act");
+    if (act && strcmp(act, "silu")) die("%s: hidden_act '%s' is not supported (silu is)", p, act);
+    w8a8_config *c = &cv->c;
+    c->dim = (uint32_t)jnum(&cj, "hidden_size", 0);
+    c->hidden_dim = (uint32_t)jnum(&cj, "intermediate_size", 0);
+    c->n_layers = (uint32_t)jnum(&cj, "num_hidden_layers", 0);
+    c->n_heads = (uint32_t)jnum(&cj, "num_attention_heads", 0);
+    c->n_kv_heads = (uint32_t)jnum(&cj, "num_key_value_heads", c->n_heads);
+    if (!c->dim || !c->hidden_dim || !c->n_layers || !c->n_heads || !c->n_kv_heads) die("%s: a dimension is missing or zero", p);
+    c->head_dim = (uint32_t)jnum(&cj, "head_dim", c->dim / c->n_heads);
+    c->vocab_size = (uint32_t)jnum(&cj, "vocab_size", 0);
+    c->max_context = (uint32_t)jnum(&cj, "max_position_embeddings", 2048);
+    c->rope_theta = (float)jnum(&cj, "rope_theta", 10000.0);
+    c->norm_eps = (float)jnum(&cj, "rms_norm_eps", 1e-6);
+    int tied = jbool(&cj, "tie_word_embeddings", 0);
+    if (tied) c->flags |= W8A8_TIED_EMBEDDINGS;
+    if (qwen2 || jbool(&cj, "attention_bias", 0)) c->flags |= W8A8_QKV_BIAS;
+    if (qwen3) c->flags |= W8A8_QK_NORM;
+    const jv *rs = jget(&cj, "rope_scaling");
+    if (rs && rs->type == J_OBJ) {
+        const char *ty = jstr(rs, "rope_type") ? jstr(rs, "rope_type") : jstr(rs, "type");
+        if (!ty || strcmp(ty, "llama3")) die("%s: rope_scaling type '%s' is not supported (llama3 is)", p, ty ? ty : "?");
+        c->rope_scaling = W8A8_ROPE_LLAMA3;
+        c->rope_factor = (float)jnum(rs, "factor", 8);
+        c->rope_low_freq_factor = (float)jnum(rs, "low_freq_factor", 1);
+        c->rope_high_freq_factor = (float)jnum(rs, "high_freq_factor", 4);
+        c->rope_original_context = (uint32_t)jnum(rs, "original_max_position_embeddings", 8192);
+    }
+    const jv *b = jget(&cj, "bos_token_id"), *e = jget(&cj, "eos_token_id");
+    c->bos_id = b && b->type == J_NUM ? (int)b->num : -1;
+    c->eos_id = e && e->type == J_NUM ? (int)e->num : e && e->type == J_ARR && e->n && e->items[0].type == J_NUM ? (int)e->items[0].num : -1;
+    c->eot_id = -1;
+    jv_free(&cj);
+
+    /* the weights */
+    cv->src.hf = 1;
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
+    if (file_exists(p)) {
+        jv ij = read_json(p);
+        const jv *wm = jget(&ij, "weight_map");
+        if (!wm || wm->type != J_OBJ) die("%s has no weight_map", p);
+        char **seen = xcalloc(wm->n, sizeof(char *));
+        int ns = 0;
+        for (int i = 0; i < wm->n; i++) {
+            if (wm->items[i].type != J_STR) die("%s: weight_map entry %d is not a file name", p, i);
+            const char *f = wm->items[i].str;
+            int dup = 0;
+            for (int k = 0; k < ns; k++) dup |= !strcmp(seen[k], f);
+            if (dup) continue;
+            if (strchr(f, '/')) die("%s: shard name '%s' has a '/'", p, f);
+            seen[ns++] = strdup(f);
+            char fp[4200];
+            snprintf(fp, sizeof fp, "%s/%s", dir, f);
+            st_open(&cv->src, fp);
+        }
+        for (int k = 0; k < ns; k++) free(seen[k]);
+        free(seen);
+        jv_free(&ij);
+    } else {
+        snprintf(p, sizeof p, "%s/model.safetensors", dir);
+        if (!file_exists(p)) die("'%s' has neither model.safetensors nor model.safetensors.index.json", dir);
+        st_open(&cv->src, p);
+    }
+    if (tied && src_has(&cv->src, "lm_head.weight")) fprintf(stderr, "convert: note: lm_head.weight ignored (embeddings are tied)\n");
+    if (!tied && !src_has(&cv->src, "lm_head.weight")) {
+        fprintf(stderr, "convert: note: no lm_head.weight; tying the LM head to the embeddings\n");
+        c->flags |= W8A8_TIED_EMBEDDINGS;
+    }
+}
+
+/* =========================================================================================================
+ * Writing the file
+ * ======================================================================================================= */
+static void xwrite(FILE *f, const void *p, size_t n) {
+    if (n && fwrite(p, 1, n, f) != n) die("write failed: %s", strerror(errno));
+}
+static void pad_to(FILE *f, uint64_t *at, uint64_t align) {
+    static const char zeros[W8A8_ALIGN];
+    uint64_t n = (align - *at % align) % align;
+    xwrite(f, zeros, n);
+    *at += n;
+}
+
+static unsigned char *build_tokenizer_section(const tok_build *t, uint64_t *n_out) {
+    w8a8_tokenizer_header th = {t->kind, t->pre, t->flags, (uint32_t)t->n, (uint32_t)t->n_merges, 0, 0, 0};
+    uint64_t text = 0;
+    for (int i = 0; i < t->n; i++) text += t->len[i];
+    th.text_bytes = (uint32_t)text;
+    th.template_bytes = t->tmpl ? (uint32_t)strlen(t->tmpl) : 0;
+    uint64_t n = sizeof th + 4ull * t->n + ((t->n + 3) & ~3ull) + 4ull * (t->n + 1) + ((text + 3) & ~3ull) + 8ull * t->n_merges + th.template_bytes;
+    unsigned char *b = xcalloc(n, 1), *o = b;
+    memcpy(o, &th, sizeof th); o += sizeof th;
+    memcpy(o, t->scores, 4ull * t->n); o += 4ull * t->n;
+    memcpy(o, t->types, t->n); o += (t->n + 3) & ~3ull;
+    uint32_t off = 0;
+    for (int i = 0; i <= t->n; i++) { memcpy(o, &off, 4); o += 4; if (i < t->n) off += t->len[i]; }
+    for (int i = 0; i < t->n; i++) { memcpy(o, t->text[i], t->len[i]); o += t->len[i]; }
+    o = b + sizeof th + 4ull * t->n + ((t->n + 3) & ~3ull) + 4ull * (t->n + 1) + ((text + 3) & ~3ull);
+    memcpy(o, t->merges, 8ull * t->n_merges); o += 8ull * t->n_merges;
+    if (th.template_bytes) memcpy(o, t->tmpl, th.template_bytes);
+    *n_out = n;
+    return b;
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: convert INPUT -o OUT [--scheme f32|bf16|fp8|int8] [--tokenizer FILE] [--quiet]\n"
+            "  INPUT  a llama2.c checkpoint (.bin, with --tokenizer tokenizer.bin) or a Hugging Face directory\n"
+            "  --scheme     weights: f32 (reference), bf16, fp8 (E4M3 W8A8, default), int8 (W8A8)\n"
+            "  --tokenizer  a llama2.c tokenizer.bin, used instead of tokenizer.json\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *tokpath = NULL, *scheme = "fp8";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--scheme") && i + 1 < argc) scheme = argv[++i];
+        else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokpath = argv[++i];
+        else if (!strcmp(argv[i], "--quiet")) g_quiet = 1;
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) usage();
+        else if (argv[i][0] == '-') { fprintf(stderr, "convert: unknown option '%s'\n", argv[i]); usage(); }
+        else if (!in) in = argv[i];
+        else { fprintf(stderr, "convert: more than one input ('%s')\n", argv[i]); usage(); }
+    }
+    if (!in || !out) usage();
+    conv cv;
+    memset(&cv, 0, sizeof cv);
+    if (!strcmp(scheme, "f32")) cv.scheme = W8A8_F32;
+    else if (!strcmp(scheme, "bf16")) cv.scheme = W8A8_BF16;
+    else if (!strcmp(scheme, "fp8")) cv.scheme = W8A8_FP8;
+    else if (!strcmp(scheme, "int8")) cv.scheme = W8A8_INT8;
+    else die("unknown scheme '%s' (f32, bf16, fp8, int8)", scheme);
+
+    struct stat st;
+    if (stat(in, &st)) die("cannot read '%s': %s", in, strerror(errno));
+    tok_build tb;
+    memset(&tb, 0, sizeof tb);
+    tb.bos = tb.eos = tb.eot = -1;
+    char p[4200];
+    if (S_ISDIR(st.st_mode)) {
+        config_from_hf(&cv, in);
+        snprintf(p, sizeof p, "%s/tokenizer.json", in);
+        if (tokpath) load_l2c_tokenizer(&tb, tokpath, cv.c.vocab_size);
+        else if (file_exists(p)) load_hf_tokenizer(&tb, p, cv.c.vocab_size);
+        else die("'%s' has no tokenizer.json; give a llama2.c tokenizer with --tokenizer", in);
+        snprintf(p, sizeof p, "%s/tokenizer_config.json", in);
+        if (!tokpath && file_exists(p)) load_tokenizer_config(&tb, p);
+        if (tb.bos >= 0 && !tokpath) cv.c.bos_id = tb.bos;
+        if (tb.eos >= 0 && !tokpath) cv.c.eos_id = tb.eos;
+        if (tb.kind == W8A8_TOK_BPE && cv.c.bos_id >= 0) tb.flags |= W8A8_TOKF_ADD_BOS;
+    } else {
+        if (!tokpath) die("a llama2.c checkpoint needs its tokenizer: --tokenizer tokenizer.bin");
+        config_from_l2c(&cv, in);
+        load_l2c_tokenizer(&tb, tokpath, cv.c.vocab_size);
+        cv.c.bos_id = 1; cv.c.eos_id = 2;
+    }
+    /* end-of-turn: the chat families' markers */
+    const char *eots[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>"};
+    for (int i = 0; i < 4 && cv.c.eot_id < 0; i++) cv.c.eot_id = find_token(&tb, eots[i]);
+    cv.c.scheme = cv.scheme;
+    cv.src.c = cv.c;
+
+    make_plan(&cv);
+    /* layout: header, tokenizer, table, data */
+    uint64_t tok_n;
+    unsigned char *tok = build_tokenizer_section(&tb, &tok_n);
+    w8a8_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, W8A8_MAGIC, 8);
+    h.version = W8A8_VERSION;
+    h.header_bytes = sizeof h;
+    h.config = cv.c;
+    h.tokenizer_offset = sizeof h;
+    h.tokenizer_bytes = tok_n;
+    h.table_offset = (h.tokenizer_offset + tok_n + 7) & ~7ull;
+    h.n_tensors = cv.np;
+    uint64_t at = h.table_offset + (uint64_t)cv.np * sizeof(w8a8_tensor_entry);
+    at = (at + W8A8_ALIGN - 1) / W8A8_ALIGN * W8A8_ALIGN;
+    h.data_offset = at;
+    for (int i = 0; i < cv.np; i++) {
+        cv.p[i].e.offset = at;
+        at += cv.p[i].e.bytes;
+        at = (at + W8A8_ALIGN - 1) / W8A8_ALIGN * W8A8_ALIGN;
+    }
+    h.data_bytes = at - h.data_offset;
+    h.file_bytes = at;
+    w8a8_tensor_entry *table = xcalloc(cv.np, sizeof *table);
+    for (int i = 0; i < cv.np; i++) table[i] = cv.p[i].e;
+    uint64_t sum = w8a8_fnv1a(0xcbf29ce484222325ull, &h, sizeof h);
+    sum = w8a8_fnv1a(sum, tok, tok_n);
+    h.checksum = w8a8_fnv1a(sum, table, sizeof(*table) * cv.np);
+
+    snprintf(g_tmp_path, sizeof g_tmp_path, "%s.tmp.%d", out, (int)getpid());
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
+    FILE *f = fopen(g_tmp_path, "wb");
+    if (!f) { g_tmp_path[0] = 0; die("cannot create '%s': %s", out, strerror(errno)); }
+    uint64_t pos = 0;
+    xwrite(f, &h, sizeof h); pos += sizeof h;
+    xwrite(f, tok, tok_n); pos += tok_n;
+    pad_to(f, &pos, 8);
+    xwrite(f, table, sizeof(*table) * cv.np); pos += sizeof(*table) * cv.np;
+    for (int i = 0; i < cv.np; i++) {
+        pad_to(f, &pos, W8A8_ALIGN);
+        if (pos != cv.p[i].e.offset) die("internal error: tensor '%s' at %llu, planned %llu", cv.p[i].e.name, (unsigned long long)pos, (unsigned long long)cv.p[i].e.offset);
+        void *data = produce(&cv, &cv.p[i]);
+        xwrite(f, data, cv.p[i].e.bytes);
+        pos += cv.p[i].e.bytes;
+        free(data);
+        progress("converting", i + 1, cv.np);
+    }
+    pad_to(f, &pos, W8A8_ALIGN);
+    if (fflush(f) || fsync(fileno(f)) || fclose(f)) die("writing '%s' failed: %s", g_tmp_path, strerror(errno));
+    if (rename(g_tmp_path, out)) die("cannot rename '%s' to '%s': %s", g_tmp_path, out, strerror(errno));
+    g_tmp_path[0] = 0;
+    if (!g_quiet) {
+        fprintf(stderr, "wrote %s: %s, %u layers, dim %u, vocab %u, %.1f MiB\n", out, scheme, cv.c.n_layers, cv.c.dim,
+                cv.c.vocab_size, h.file_bytes / 1048576.0);
+        fprintf(stderr, "quantization error (relative RMS, ||w - dequant(q(w))|| / ||w||):\n");
+        for (int k = 0; k < K_N; k++)
+            if (cv.err[k].ref2 > 0) fprintf(stderr, "  %-11s %.3e\n", kind_names[k], sqrt(cv.err[k].err2 / cv.err[k].ref2));
+    }
+    return 0;
+}
