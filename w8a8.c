@@ -1141,8 +1141,132 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
 }
 
 /* =========================================================================================================
- * 5. GPU backend
+ * 5. GPU backend: the CUDA driver API and NVRTC, both opened with dlopen (no CUDA headers or libraries are
+ *    needed to build), and kernels.cu.inc compiled at start-up for the GPU found.
  * ======================================================================================================= */
+#define W8A8_KERNELS(...) #__VA_ARGS__
+static const char kernel_source[] =
+#include "kernels.cu.inc"
+    ;
+
+/* --- NVRTC --- */
+typedef int nvrtcResult;
+typedef struct _nvrtcProgram *nvrtcProgram;
+static struct {
+    void *lib;
+    const char *(*GetErrorString)(nvrtcResult);
+    nvrtcResult (*Version)(int *, int *);
+    nvrtcResult (*CreateProgram)(nvrtcProgram *, const char *, const char *, int, const char *const *, const char *const *);
+    nvrtcResult (*CompileProgram)(nvrtcProgram, int, const char *const *);
+    nvrtcResult (*GetProgramLogSize)(nvrtcProgram, size_t *);
+    nvrtcResult (*GetProgramLog)(nvrtcProgram, char *);
+    nvrtcResult (*GetCUBINSize)(nvrtcProgram, size_t *);
+    nvrtcResult (*GetCUBIN)(nvrtcProgram, char *);
+    nvrtcResult (*DestroyProgram)(nvrtcProgram *);
+} nvrtc;
+
+static void *dlopen_first(const char *const *names, char *tried, size_t n) {
+    tried[0] = 0;
+    for (int i = 0; names[i]; i++) {
+        if (!names[i][0]) continue;
+        void *h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        if (h) return h;
+        snprintf(tried + strlen(tried), n - strlen(tried), "%s%s", tried[0] ? ", " : "", names[i]);
+    }
+    return NULL;
+}
+
+static int nvrtc_load(void) {
+    if (nvrtc.lib) return W8A8_OK;
+    const char *env = getenv("W8A8_NVRTC");
+    const char *names[] = {env ? env : "", "libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "/usr/local/cuda/lib64/libnvrtc.so",
+                           "/usr/local/cuda/lib64/libnvrtc.so.13", "/usr/local/cuda/lib64/libnvrtc.so.12",
+                           "/usr/local/cuda/targets/x86_64-linux/lib/libnvrtc.so", "/usr/lib/x86_64-linux-gnu/libnvrtc.so", NULL};
+    char tried[1024];
+    void *h = dlopen_first(names, tried, sizeof tried);
+    if (!h) return fail(W8A8_ERR_GPU, "NVRTC not found (tried %s); install the CUDA toolkit's NVRTC or set W8A8_NVRTC", tried);
+#define NV(f) if (!(*(void **)&nvrtc.f = dlsym(h, "nvrtc" #f))) { dlclose(h); return fail(W8A8_ERR_GPU, "NVRTC lacks nvrtc" #f); }
+    NV(GetErrorString) NV(Version) NV(CreateProgram) NV(CompileProgram) NV(GetProgramLogSize) NV(GetProgramLog)
+    NV(GetCUBINSize) NV(GetCUBIN) NV(DestroyProgram)
+#undef NV
+    nvrtc.lib = h;
+    return W8A8_OK;
+}
+
+/* The kernel source: the embedded string, or (for kernel work) the file named by W8A8_KERNELS_FILE with the
+ * W8A8_KERNELS( ... ) wrapper taken off and its line numbers kept. */
+static char *kernel_text(void) {
+    const char *path = getenv("W8A8_KERNELS_FILE");
+    if (!path || !path[0]) return strdup(kernel_source);
+    FILE *f = fopen(path, "rb");
+    if (!f) { fail(W8A8_ERR_IO, "W8A8_KERNELS_FILE: cannot open '%s'", path); return NULL; }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc(n + 64), *o = malloc(n + 64);
+    if (!b || !o || fread(b, 1, n, f) != (size_t)n) { fclose(f); free(b); free(o); fail(W8A8_ERR_IO, "cannot read '%s'", path); return NULL; }
+    fclose(f);
+    b[n] = 0;
+    char *start = strstr(b, "\nW8A8_KERNELS("), *end = strrchr(b, ')');   /* the wrapper starts a line */
+    if (start) start++;
+    if (!start || !end || end < start) { free(b); free(o); fail(W8A8_ERR_GPU, "'%s' has no W8A8_KERNELS( ... ) wrapper", path); return NULL; }
+    int line = 1;
+    for (char *p = b; p < start; p++) line += *p == '\n';
+    *end = 0;
+    snprintf(o, n + 64, "#line %d\n%s", line, start + strlen("W8A8_KERNELS("));
+    free(b);
+    return o;
+}
+
+/* Compiles the kernels for one target ("sm_90a", "sm_89", "sm_80"); *log gets NVRTC's log on failure. */
+static int nvrtc_compile(const char *target, const char *defines, char **cubin, size_t *cubin_n) {
+    int rc = nvrtc_load();
+    if (rc) return rc;
+    char *src = kernel_text();
+    if (!src) return W8A8_ERR_GPU;
+    char arch[64], sm[32];
+    snprintf(arch, sizeof arch, "--gpu-architecture=%s", target);
+    snprintf(sm, sizeof sm, "-DW8A8_SM=%d", atoi(target + 3));
+    const char *opts[16] = {arch, sm, "-std=c++17", "--device-int128"};
+    int n_opts = 4;
+    char defs[1024], *save = NULL;
+    snprintf(defs, sizeof defs, "%s", defines ? defines : "");
+    for (char *d = strtok_r(defs, " ", &save); d && n_opts < 16; d = strtok_r(NULL, " ", &save)) opts[n_opts++] = d;
+    nvrtcProgram prog;
+    nvrtcResult r = nvrtc.CreateProgram(&prog, src, "kernels.cu.inc", 0, NULL, NULL);
+    free(src);
+    if (r) return fail(W8A8_ERR_GPU, "nvrtcCreateProgram: %s", nvrtc.GetErrorString(r));
+    r = nvrtc.CompileProgram(prog, n_opts, opts);
+    if (r) {
+        size_t ln = 0;
+        nvrtc.GetProgramLogSize(prog, &ln);
+        char *log = malloc(ln + 1);
+        if (log) { nvrtc.GetProgramLog(prog, log); log[ln] = 0; }
+        rc = fail(W8A8_ERR_GPU, "compiling kernels.cu.inc for %s failed: %s\n%.900s", target, nvrtc.GetErrorString(r), log ? log : "");
+        free(log);
+        nvrtc.DestroyProgram(&prog);
+        return rc;
+    }
+    size_t n = 0;
+    nvrtc.GetCUBINSize(prog, &n);
+    *cubin = malloc(n ? n : 1);
+    if (!*cubin) { nvrtc.DestroyProgram(&prog); return fail(W8A8_ERR_NOMEM, "out of memory"); }
+    nvrtc.GetCUBIN(prog, *cubin);
+    *cubin_n = n;
+    nvrtc.DestroyProgram(&prog);
+    return W8A8_OK;
+}
+
+int w8a8_compile_check(const char *target, size_t *cubin_bytes) {
+    if (!target || strncmp(target, "sm_", 3)) return fail(W8A8_ERR_ARG, "w8a8_compile_check: target must look like sm_90a");
+    char *cubin = NULL;
+    size_t n = 0;
+    int rc = nvrtc_compile(target, NULL, &cubin, &n);
+    free(cubin);
+    if (!rc && cubin_bytes) *cubin_bytes = n;
+    return rc;
+}
+
 static int gpu_open(w8a8_model *m) {
     (void)m;
     return fail(W8A8_ERR_GPU, "the GPU backend is not built yet");

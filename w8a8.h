@@ -230,6 +230,10 @@ float w8a8_f16_to_float(uint16_t v);
 uint64_t w8a8_fnv1a(uint64_t h, const void *p, size_t n);   /* h = 0xcbf29ce484222325 to start */
 int w8a8_dtype_size(uint32_t dtype);                        /* bytes per element; 0 if unknown */
 
+/* Compiles kernels.cu.inc with NVRTC for a target ("sm_80", "sm_89", "sm_90a") without needing a GPU; the
+ * error message holds NVRTC's log on failure. */
+int w8a8_compile_check(const char *target, size_t *cubin_bytes);
+
 #ifdef __cplusplus
 }
 #endif

@@ -99,6 +99,7 @@ typedef struct {
     blob l2c;               /* llama2.c checkpoint */
     w8a8_config c;
     int l2c_shared;
+    int synthetic;          /* no weights: deterministic random ones (norms 1, biases 0) */
 } source;
 
 enum { ST_F32, ST_F16, ST_BF16, ST_OTHER };
@@ -179,6 +180,7 @@ static int64_t l2c_offset(const source *s, const char *name, uint64_t *rows, uin
 
 static int src_has(const source *s, const char *name) {
     uint64_t r, c;
+    if (s->synthetic) return strcmp(name, "lm_head.weight") != 0;
     return s->hf ? st_find(s, name) != NULL : l2c_offset(s, name, &r, &c) >= 0;
 }
 
@@ -188,6 +190,15 @@ static float bf16f(uint16_t v) { return w8a8_bf16_to_float(v); }
 static float *src_read(const source *s, const char *name, uint64_t rows, uint64_t cols) {
     uint64_t n = rows * (cols ? cols : 1);
     float *out = xmalloc(n * sizeof(float));
+    if (s->synthetic) {
+        uint64_t h = w8a8_fnv1a(0xcbf29ce484222325ull, name, strlen(name));
+        for (uint64_t i = 0; i < n; i++) {
+            h = h * 6364136223846793005ull + 1442695040888963407ull;
+            double u = ((h >> 11) + 0.5) / 9007199254740992.0;   /* uniform (0,1): spread like a trained weight */
+            out[i] = cols ? (float)((u - 0.5) * 0.1) : strstr(name, "bias") ? 0.0f : 1.0f;
+        }
+        return out;
+    }
     if (!s->hf) {
         uint64_t r, c;
         int64_t off = l2c_offset(s, name, &r, &c);
@@ -257,6 +268,21 @@ static int parse_byte_token(const char *s, int n) {
     unsigned v;
     if (n == 6 && s[0] == '<' && s[1] == '0' && s[2] == 'x' && s[5] == '>' && sscanf(s + 3, "%2x", &v) == 1) return (int)v;
     return -1;
+}
+
+static int count_l2c_tokens(const char *path) {
+    blob b = map_file(path);
+    size_t o = 4;
+    int n = 0;
+    while (o + 8 <= b.n) {
+        int32_t len;
+        memcpy(&len, b.p + o + 4, 4);
+        if (len < 0 || len > 4096) break;
+        o += 8 + len;
+        n++;
+    }
+    munmap(b.p, b.n);
+    return n;
 }
 
 static void load_l2c_tokenizer(tok_build *t, const char *path, int vocab) {
@@ -589,7 +615,11 @@ static void *produce(conv *cv, const planned *p) {
     int l = p->layer, hf = cv->src.hf, kind = -1;
     float *w = NULL;
     switch (p->what) {
-    case P_EMBD: w = src_read(&cv->src, "model.embed_tokens.weight", rows, cols); kind = K_EMBD; break;
+    case P_EMBD:   /* with tied embeddings, some files keep only one of the two names */
+        w = src_read(&cv->src, src_has(&cv->src, "model.embed_tokens.weight") || !src_has(&cv->src, "lm_head.weight")
+                                   ? "model.embed_tokens.weight" : "lm_head.weight", rows, cols);
+        kind = K_EMBD;
+        break;
     case P_OUTPUT: w = src_read(&cv->src, "lm_head.weight", rows, cols); kind = K_EMBD; break;
     case P_OUT_NORM: return src_read(&cv->src, "model.norm.weight", rows, 0);
     case P_ATTN_NORM: return read_layer(cv, l, "input_layernorm.weight", rows, 0);
@@ -740,7 +770,8 @@ static void config_from_hf(conv *cv, const char *dir) {
         if (!file_exists(p)) die("'%s' has neither model.safetensors nor model.safetensors.index.json", dir);
         st_open(&cv->src, p);
     }
-    if (tied && src_has(&cv->src, "lm_head.weight")) fprintf(stderr, "convert: note: lm_head.weight ignored (embeddings are tied)\n");
+    if (tied && src_has(&cv->src, "lm_head.weight") && src_has(&cv->src, "model.embed_tokens.weight"))
+        fprintf(stderr, "convert: note: lm_head.weight ignored (embeddings are tied)\n");
     if (!tied && !src_has(&cv->src, "lm_head.weight")) {
         fprintf(stderr, "convert: note: no lm_head.weight; tying the LM head to the embeddings\n");
         c->flags |= W8A8_TIED_EMBEDDINGS;
@@ -781,9 +812,34 @@ static unsigned char *build_tokenizer_section(const tok_build *t, uint64_t *n_ou
     return b;
 }
 
+/* --vocab-only: a tiny model (random weights) around a tokenizer, for tokenizer work and tests. */
+static void config_vocab_only(conv *cv, tok_build *tb, const char *path) {
+    size_t n = strlen(path);
+    if (n > 5 && !strcmp(path + n - 5, ".json")) {
+        jv root = read_json(path);
+        int v = 0;
+        const jv *vj = jget(jget(&root, "model"), "vocab"), *added = jget(&root, "added_tokens");
+        for (int i = 0; vj && vj->type == J_OBJ && i < vj->n; i++) if (vj->items[i].num + 1 > v) v = (int)vj->items[i].num + 1;
+        for (int i = 0; added && added->type == J_ARR && i < added->n; i++) if (jnum(&added->items[i], "id", 0) + 1 > v) v = (int)jnum(&added->items[i], "id", 0) + 1;
+        jv_free(&root);
+        load_hf_tokenizer(tb, path, v);
+        char cfg[4200];
+        snprintf(cfg, sizeof cfg, "%.*s/tokenizer_config.json", (int)(strrchr(path, '/') ? strrchr(path, '/') - path : 1),
+                 strrchr(path, '/') ? path : ".");
+        if (file_exists(cfg)) load_tokenizer_config(tb, cfg);
+    } else load_l2c_tokenizer(tb, path, count_l2c_tokens(path));
+    w8a8_config *c = &cv->c;
+    c->dim = 8; c->hidden_dim = 8; c->n_layers = 1; c->n_heads = 1; c->n_kv_heads = 1; c->head_dim = 8;
+    c->vocab_size = tb->n; c->max_context = 64; c->rope_theta = 10000; c->norm_eps = 1e-5f;
+    c->flags = W8A8_TIED_EMBEDDINGS;
+    c->bos_id = tb->bos; c->eos_id = tb->eos; c->eot_id = -1;
+    cv->src.synthetic = 1;
+}
+
 static void usage(void) {
     fprintf(stderr,
             "usage: convert INPUT -o OUT [--scheme f32|bf16|fp8|int8] [--tokenizer FILE] [--quiet]\n"
+            "       convert --vocab-only TOKENIZER -o OUT   (tokenizer.json or tokenizer.bin; random tiny weights)\n"
             "  INPUT  a llama2.c checkpoint (.bin, with --tokenizer tokenizer.bin) or a Hugging Face directory\n"
             "  --scheme     weights: f32 (reference), bf16, fp8 (E4M3 W8A8, default), int8 (W8A8)\n"
             "  --tokenizer  a llama2.c tokenizer.bin, used instead of tokenizer.json\n");
@@ -792,11 +848,13 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *tokpath = NULL, *scheme = "fp8";
+    int vocab_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--scheme") && i + 1 < argc) scheme = argv[++i];
         else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokpath = argv[++i];
         else if (!strcmp(argv[i], "--quiet")) g_quiet = 1;
+        else if (!strcmp(argv[i], "--vocab-only")) vocab_only = 1;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) usage();
         else if (argv[i][0] == '-') { fprintf(stderr, "convert: unknown option '%s'\n", argv[i]); usage(); }
         else if (!in) in = argv[i];
@@ -817,7 +875,8 @@ int main(int argc, char **argv) {
     memset(&tb, 0, sizeof tb);
     tb.bos = tb.eos = tb.eot = -1;
     char p[4200];
-    if (S_ISDIR(st.st_mode)) {
+    if (vocab_only) config_vocab_only(&cv, &tb, in);
+    else if (S_ISDIR(st.st_mode)) {
         config_from_hf(&cv, in);
         snprintf(p, sizeof p, "%s/tokenizer.json", in);
         if (tokpath) load_l2c_tokenizer(&tb, tokpath, cv.c.vocab_size);
