@@ -21,8 +21,17 @@ test/test_main: test/test_main.c w8a8.o w8a8.h
 test: all test/test_main
 	./test/test_main
 
+# optional: the NumPy/HF reference used by one test (it skips without them)
+deps:
+	python3 -m pip install --quiet numpy safetensors tokenizers || echo "make deps: pip failed; the HF-reference test will skip"
+
+# warning-free under both compilers
+warnings:
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c
+	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c
+
 clean:
 	rm -f run convert w8a8.o test/test_main
 	rm -rf test/out
 
-.PHONY: all test clean
+.PHONY: all test clean deps warnings

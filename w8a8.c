@@ -895,7 +895,9 @@ static int decode_stream(const tokenizer *t, w8a8_decoder *d, int id, char *out,
     const unsigned char *s = tok_text(t, id, &len);
     *outlen = 0;
     if (t->types[id] == W8A8_TT_CONTROL || t->types[id] == W8A8_TT_SPECIAL || t->types[id] == W8A8_TT_UNUSED) return W8A8_OK;
-    if (d->n_out == 0 && d->n_pending == 0 && (t->flags & W8A8_TOKF_DUMMY_PREFIX) && len > 0 && s[0] == ' ') { s++; len--; }
+    /* the space SentencePiece put before the text comes off the first printable token */
+    if (!d->started && (t->flags & W8A8_TOKF_DUMMY_PREFIX) && len > 0 && s[0] == ' ') { s++; len--; }
+    d->started = 1;
     if (d->n_pending < 0 || d->n_pending > 4) d->n_pending = 0;
     unsigned char tmp[4096 + 8];
     char res[3 * (4096 + 8)];
@@ -920,7 +922,6 @@ static int decode_stream(const tokenizer *t, w8a8_decoder *d, int id, char *out,
     memcpy(out, res, n);
     d->n_pending = m - i;
     memcpy(d->pending, tmp + i, d->n_pending);
-    d->n_out += n;
     *outlen = n;
     return W8A8_OK;
 }

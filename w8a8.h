@@ -14,6 +14,7 @@
  *     #include <stdio.h>
  *     int main(int argc, char **argv) {
  *         w8a8_model *m; w8a8_options opt = w8a8_default_options();
+ *         if (argc < 2) { fprintf(stderr, "usage: example MODEL\n"); return 2; }
  *         if (w8a8_open(&m, argv[1], &opt)) { fprintf(stderr, "%s\n", w8a8_error()); return 1; }
  *         int ids[256], n, seq, tok;
  *         if (w8a8_tokenize(m, "Once upon a time", 1, ids, 256, &n) || w8a8_seq_start(m, &seq) ||
@@ -185,7 +186,7 @@ int w8a8_tokenize(w8a8_model *m, const char *text, int add_bos, int *ids, int ma
 
 /* Streaming decode: bytes of a character split over several tokens are held back until the character is
  * whole, so every call writes only complete UTF-8 (or, for bytes that never form one, U+FFFD). */
-typedef struct { long long n_out; int n_pending; unsigned char pending[8]; } w8a8_decoder;   /* zero it to start */
+typedef struct { int started; int n_pending; unsigned char pending[8]; } w8a8_decoder;   /* zero it to start */
 int w8a8_decode(w8a8_model *m, w8a8_decoder *d, int id, char *out, int cap, int *len);
 /* The raw bytes of one token (no streaming); *len is set, the bytes are not NUL-terminated. */
 int w8a8_token_bytes(w8a8_model *m, int id, const char **bytes, int *len);

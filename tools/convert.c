@@ -27,7 +27,7 @@
 static char g_tmp_path[4200];
 static int g_quiet;
 
-static void die(const char *fmt, ...) {
+__attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "convert: ");

@@ -184,20 +184,20 @@ static int json_parse(const char *text, size_t n, jv *out, char *err, size_t err
     return rc;
 }
 
-static const jv *jget(const jv *o, const char *key) {
+static inline const jv *jget(const jv *o, const char *key) {
     if (!o || o->type != J_OBJ) return NULL;
     for (int i = 0; i < o->n; i++) if (!strcmp(o->keys[i], key)) return &o->items[i];
     return NULL;
 }
-static double jnum(const jv *o, const char *key, double dflt) {
+static inline double jnum(const jv *o, const char *key, double dflt) {
     const jv *v = jget(o, key);
     return v && v->type == J_NUM ? v->num : dflt;
 }
-static const char *jstr(const jv *o, const char *key) {
+static inline const char *jstr(const jv *o, const char *key) {
     const jv *v = jget(o, key);
     return v && v->type == J_STR ? v->str : NULL;
 }
-static int jbool(const jv *o, const char *key, int dflt) {
+static inline int jbool(const jv *o, const char *key, int dflt) {
     const jv *v = jget(o, key);
     return v && v->type == J_TRUE ? 1 : v && v->type == J_FALSE ? 0 : dflt;
 }

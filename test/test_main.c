@@ -1,0 +1,852 @@
+/* The w8a8 test suite: `make test` (from the repository root, with ../shared beside it or W8A8_SHARED set).
+ * Prints one line per check and closes with "N passed, N failed, N skipped". GPU checks skip, saying why,
+ * where there is no GPU. */
+#define _GNU_SOURCE
+#include "../w8a8.h"
+#include "../tools/json.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static int n_pass, n_fail, n_skip;
+static char SH[1024];       /* the shared folder */
+static const char *OUT = "test/out";
+
+static void result(int ok, const char *name, const char *fmt, ...) {
+    char msg[2048] = "";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    printf("%s %s%s%s\n", ok ? "PASS" : "FAIL", name, msg[0] ? ": " : "", msg);
+    fflush(stdout);
+    if (ok) n_pass++; else n_fail++;
+}
+static void skip(const char *name, const char *why) {
+    printf("SKIP %s: %s\n", name, why);
+    fflush(stdout);
+    n_skip++;
+}
+static int exists(const char *p) { struct stat st; return stat(p, &st) == 0; }
+static char *path(const char *fmt, ...) {
+    static char bufs[8][1024];
+    static int k;
+    char *b = bufs[k++ & 7];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, 1024, fmt, ap);
+    va_end(ap);
+    return b;
+}
+static int sh(const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    return system(cmd);
+}
+static char *slurp(const char *p, size_t *n) {
+    FILE *f = fopen(p, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc(len + 1);
+    if (fread(b, 1, len, f) != (size_t)len) len = 0;
+    fclose(f);
+    b[len] = 0;
+    if (n) *n = len;
+    return b;
+}
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
+
+/* A converted model in test/out (made once per run). */
+static const char *model(const char *name, const char *scheme) {
+    char *out = path("%s/%s.%s.w8a8", OUT, name, scheme);
+    if (exists(out)) return out;
+    int rc;
+    if (!strcmp(name, "stories260K"))
+        rc = sh("./convert %s/models/stories260K/stories260K.bin --tokenizer %s/models/stories260K/tok512.bin -o %s --scheme %s --quiet", SH, SH, out, scheme);
+    else if (!strcmp(name, "stories260K-hf"))
+        rc = sh("./convert %s/models/stories260K-hf --tokenizer %s/models/stories260K/tok512.bin -o %s --scheme %s --quiet", SH, SH, out, scheme);
+    else
+        rc = sh("./convert %s/models/%s -o %s --scheme %s --quiet", SH, name, out, scheme);
+    return rc == 0 ? out : NULL;
+}
+
+static w8a8_model *open_cpu(const char *p, int batch) {
+    w8a8_options o = w8a8_default_options();
+    o.force_cpu = 1;
+    o.max_batch = batch;
+    w8a8_model *m = NULL;
+    if (!p || w8a8_open(&m, p, &o)) return NULL;
+    return m;
+}
+
+/* =========================================================================================================
+ * Number formats against independent definitions
+ * ======================================================================================================= */
+/* E4M3 by its definition: bias 7, subnormals at e = 0, S.1111.111 NaN. */
+static double e4m3_value(int code) {
+    int s = code >> 7, e = (code >> 3) & 15, m = code & 7;
+    if (e == 15 && m == 7) return NAN;
+    double v = e == 0 ? m / 8.0 * pow(2, -6) : (1 + m / 8.0) * pow(2, e - 7);
+    return s ? -v : v;
+}
+/* Encode by search: the nearest finite code, ties to the even code (the last mantissa bit 0), values past
+ * 448 (and infinities) saturate to 448, NaN is 0x7f. */
+static int e4m3_encode_ref(double x) {
+    if (isnan(x)) return 0x7f;
+    int s = signbit(x) ? 0x80 : 0;
+    double a = fabs(x);
+    int best = 0;
+    for (int c = 1; c < 0x7f; c++) {
+        double d = fabs(e4m3_value(c) - a), db = fabs(e4m3_value(best) - a);
+        if (d < db || (d == db && (c & 1) == 0)) best = c;
+    }
+    return s | best;
+}
+
+static void test_fp8(void) {
+    int bad = 0;
+    for (int c = 0; c < 256; c++) {
+        double ref = e4m3_value(c);
+        float v = w8a8_fp8_to_float((uint8_t)c);
+        if (isnan(ref) ? !isnan(v) : v != ref) { if (bad++ < 5) printf("  decode 0x%02x: %g, expected %g\n", c, v, ref); }
+    }
+    result(!bad, "fp8 decode: all 256 codes", "%d wrong", bad);
+
+    /* every code, every midpoint between neighbours (ties), nudged neighbours of both, saturation, tiny */
+    double xs[4096];
+    int n = 0;
+    for (int c = 0; c < 0x7f; c++) {
+        double v = e4m3_value(c), nx = c + 1 < 0x7f ? e4m3_value(c + 1) : 480.0, mid = (v + nx) / 2;
+        xs[n++] = v; xs[n++] = -v; xs[n++] = mid; xs[n++] = -mid;
+        xs[n++] = nextafterf((float)mid, 0); xs[n++] = nextafterf((float)mid, 1e9f);
+    }
+    double extra[] = {448, 449, 463.99, 464, 465, 479, 480, 1000, 1e30, INFINITY, -INFINITY, -0.0, 0.0, 1e-30,
+                      pow(2, -10), pow(2, -10) * 1.0001, 3 * pow(2, -10), pow(2, -9) * 0.75, 0.015625 * 0.9999};
+    for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) { xs[n++] = extra[i]; xs[n++] = -extra[i]; }
+    srand(1);
+    for (int i = 0; i < 1000; i++) xs[n++] = ((double)rand() / RAND_MAX - 0.5) * pow(2, rand() % 24 - 12);
+    bad = 0;
+    for (int i = 0; i < n; i++) {
+        float x = (float)xs[i];
+        int got = w8a8_fp8_from_float(x), want = e4m3_encode_ref(x);
+        if (got != want && bad++ < 5) printf("  encode %.9g: 0x%02x, expected 0x%02x\n", x, got, want);
+    }
+    int nan_ok = w8a8_fp8_from_float(NAN) == 0x7f;
+    result(!bad && nan_ok, "fp8 encode: codes, ties to even, saturation to 448, subnormals, NaN", "%d of %d wrong%s", bad, n, nan_ok ? "" : ", NaN wrong");
+
+    struct { float x; int q; } iv[] = {{0.5f, 0}, {1.5f, 2}, {2.5f, 2}, {-0.5f, 0}, {-1.5f, -2}, {-2.5f, -2}, {126.5f, 126},
+                                       {127.49f, 127}, {127.5f, 127}, {300, 127}, {-300, -127}, {-127.5f, -127}, {0.49999997f, 0}};
+    bad = 0;
+    for (size_t i = 0; i < sizeof iv / sizeof *iv; i++)
+        if (w8a8_int8_from_float(iv[i].x) != iv[i].q && bad++ < 5) printf("  int8 %g: %d, expected %d\n", iv[i].x, w8a8_int8_from_float(iv[i].x), iv[i].q);
+    bad += w8a8_int8_from_float(NAN) != 0;
+    result(!bad, "int8: round half to even, clamp to +-127", "%d wrong", bad);
+
+    struct { uint32_t in; uint16_t out; } bv[] = {{0x3f800000, 0x3f80}, {0x3f808000, 0x3f80}, {0x3f818000, 0x3f82},
+                                                  {0x3f808001, 0x3f81}, {0x7f7fffff, 0x7f80}, {0x80000000, 0x8000}};
+    bad = 0;
+    for (size_t i = 0; i < sizeof bv / sizeof *bv; i++) {
+        float f;
+        memcpy(&f, &bv[i].in, 4);
+        bad += w8a8_bf16_from_float(f) != bv[i].out;
+    }
+    result(!bad, "bf16: round to nearest even", "%d wrong", bad);
+}
+
+/* =========================================================================================================
+ * End to end on the real checkpoints
+ * ======================================================================================================= */
+static char *generate_text(w8a8_model *m, const char *prompt, int steps) {
+    int ids[1024], n, seq, tok;
+    size_t cap = 1 << 16, len = 0;
+    char *out = calloc(cap, 1);
+    w8a8_decoder dec = {0};
+    if (w8a8_tokenize(m, prompt, 1, ids, 1024, &n) || w8a8_seq_start(m, &seq) || w8a8_feed(m, seq, ids, n)) return out;
+    w8a8_sampler s = {0, 0, 0};
+    for (int i = 0; i < steps; i++) {
+        if (w8a8_sample(m, seq, &s, &tok)) break;
+        if (tok == w8a8_config_of(m)->bos_id || tok == w8a8_config_of(m)->eos_id) break;
+        char b[4096];
+        int bl;
+        if (w8a8_decode(m, &dec, tok, b, sizeof b, &bl)) break;
+        if (len + bl + 1 < cap) { memcpy(out + len, b, bl); len += bl; }
+        if (w8a8_feed(m, seq, &tok, 1)) break;
+    }
+    w8a8_seq_end(m, seq);
+    return out;
+}
+
+static void test_golden(void) {
+    const char *p = model("stories260K", "f32");
+    w8a8_model *m = open_cpu(p, 1);
+    if (!m) { result(0, "golden: stories260K f32 greedy 200", "convert/open failed: %s", w8a8_error()); return; }
+    char *text = generate_text(m, "", 200);
+    char *gold = slurp(path("%s/golden/stories260K-greedy200.txt", SH), NULL);
+    result(gold && !strcmp(text, gold), "golden: stories260K f32, greedy 200 tokens == llama2.c byte for byte", "%s",
+           gold && strcmp(text, gold) ? text : "");
+    free(text); free(gold);
+    w8a8_close(m);
+    /* the CLI too */
+    int rc = sh("./run %s -t 0 -n 200 --cpu 2>/dev/null | head -c -1 | cmp -s - %s/golden/stories260K-greedy200.txt", p, SH);
+    result(rc == 0, "golden: ./run on the converted stories260K reproduces llama2.c's output", "");
+}
+
+static int all_logits(w8a8_model *m, const int *ids, int n, float *out) {
+    int seq, V = (int)w8a8_config_of(m)->vocab_size;
+    if (w8a8_seq_start(m, &seq)) return -1;
+    for (int i = 0; i < n; i++) {
+        const float *lg;
+        if (w8a8_feed(m, seq, &ids[i], 1) || w8a8_logits(m, seq, &lg)) return -1;
+        memcpy(out + (size_t)i * V, lg, sizeof(float) * V);
+    }
+    return w8a8_seq_end(m, seq);
+}
+
+static void test_hf_equals_l2c(void) {
+    const char *schemes[] = {"f32", "fp8", "int8"};
+    for (int s = 0; s < 3; s++) {
+        w8a8_model *a = open_cpu(model("stories260K", schemes[s]), 1), *b = open_cpu(model("stories260K-hf", schemes[s]), 1);
+        if (!a || !b) { result(0, "stories260K-hf == stories260K.bin", "%s: convert/open failed: %s", schemes[s], w8a8_error()); continue; }
+        int ids[32], n;
+        w8a8_tokenize(a, "Once upon a time, there was a little dog named Spot who", 1, ids, 32, &n);
+        float *la = malloc(sizeof(float) * 512 * n), *lb = malloc(sizeof(float) * 512 * n);
+        int ok = !all_logits(a, ids, n, la) && !all_logits(b, ids, n, lb) && !memcmp(la, lb, sizeof(float) * 512 * n);
+        result(ok, path("stories260K-hf == stories260K.bin (%s)", schemes[s]), "logits at all %d positions %s", n, ok ? "bit-identical" : "differ");
+        free(la); free(lb);
+        w8a8_close(a); w8a8_close(b);
+    }
+}
+
+/* HF's own math in NumPy (test/hf_reference.py), where numpy/safetensors are installed. */
+static void test_hf_reference(void) {
+    if (sh("python3 -c 'import numpy, safetensors' 2>/dev/null")) {
+        skip("HF reference (NumPy)", "python3 with numpy and safetensors not installed (pip install numpy safetensors tokenizers)");
+        return;
+    }
+    struct { const char *name, *dir, *prompt; } cases[] = {
+        {"tinystories-656k", "tinystories-656k", "Once upon a time, there was a little girl named Lily. She"},
+        {"stories260K-hf", "stories260K-hf", NULL},
+    };
+    for (int c = 0; c < 2; c++) {
+        w8a8_model *m = open_cpu(model(cases[c].name, "f32"), 1);
+        if (!m) { result(0, "HF reference", "open failed: %s", w8a8_error()); continue; }
+        int ids[64], n;
+        char arg[1024];
+        if (cases[c].prompt) {
+            w8a8_tokenize(m, cases[c].prompt, 0, ids, 64, &n);
+            snprintf(arg, sizeof arg, "'%s' --bos", cases[c].prompt);
+        } else {
+            w8a8_tokenize(m, "Lily liked to play with her ball", 0, ids, 64, &n);
+            arg[0] = '\'';
+            int k = 1;
+            for (int i = 0; i < n; i++) k += snprintf(arg + k, sizeof arg - k, "%d ", ids[i]);
+            snprintf(arg + k, sizeof arg - k, "' --bos");
+        }
+        char *cmd = path("python3 test/hf_reference.py %s/models/%s %s > %s/hfref.json", SH, cases[c].dir, arg, OUT);
+        size_t len;
+        jv root;
+        char err[200];
+        char *js = sh("%s", cmd) == 0 ? slurp(path("%s/hfref.json", OUT), &len) : NULL;
+        if (!js || json_parse(js, len, &root, err, sizeof err)) { result(0, path("HF reference: %s", cases[c].name), "reference failed"); free(js); w8a8_close(m); continue; }
+        const jv *rid = jget(&root, "ids"), *rl = jget(&root, "logits");
+        int V = (int)w8a8_config_of(m)->vocab_size, T = rid->n, same_ids = 1;
+        int full[80];
+        full[0] = w8a8_config_of(m)->bos_id;
+        memcpy(full + 1, ids, sizeof(int) * n);
+        if (T != n + 1) same_ids = 0;
+        for (int i = 0; same_ids && i < T; i++) same_ids &= (int)rid->items[i].num == full[i];
+        float *lg = malloc(sizeof(float) * V * (n + 1));
+        double maxd = 0, maxa = 0;
+        if (same_ids && !all_logits(m, full, T, lg))
+            for (int t = 0; t < T; t++)
+                for (int v = 0; v < V; v++) {
+                    double r = rl->items[t].items[v].num;
+                    maxd = fmax(maxd, fabs(r - lg[(size_t)t * V + v]));
+                    maxa = fmax(maxa, fabs(r));
+                }
+        result(same_ids && maxd <= 1e-4 * maxa, path("HF reference: %s f32 logits == NumPy forward of the HF checkpoint", cases[c].name),
+               "%s, %d positions, max |diff| %.2e (bound 1e-4 x max |logit| %.1f)", same_ids ? "token ids agree with HF tokenizers" : "token ids differ", T, maxd, maxa);
+        free(lg); free(js);
+        jv_free(&root);
+        w8a8_close(m);
+    }
+}
+
+static void test_656k_coherent(void) {
+    w8a8_model *m = open_cpu(model("tinystories-656k", "f32"), 1);
+    if (!m) { result(0, "tinystories-656k", "convert/open failed: %s", w8a8_error()); return; }
+    char *t = generate_text(m, "", 120);
+    int words = 0, alpha = 0;
+    for (char *w = strtok(strdup(t), " \n"); w; w = strtok(NULL, " \n")) {
+        words++;
+        int ok = 1;
+        for (char *c = w; *c; c++) ok &= (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || strchr(".,!?'\"-:;", *c) != NULL;
+        alpha += ok;
+    }
+    result(!strncmp(t, "Once upon a time", 16) && words > 60 && alpha >= words * 95 / 100,
+           "tinystories-656k: converts from HF (tokenizer.json) and writes coherent text greedily from BOS", "%d words, %d plain; \"%.100s...\"", words, alpha, t);
+    free(t);
+    w8a8_close(m);
+}
+
+/* =========================================================================================================
+ * Tokenizers: the shared vectors and llama.cpp's own tests
+ * ======================================================================================================= */
+static void test_tokenizers(void) {
+    struct { const char *name, *src, *lcpp; } tk[] = {
+        {"llama2", "tokenizers/llama2/tokenizer.bin", "llama-spm"},
+        {"llama3", "tokenizers/llama3/tokenizer.json", "llama-bpe"},
+        {"qwen3", "tokenizers/qwen3/tokenizer.json", "qwen2"},
+    };
+    for (int k = 0; k < 3; k++) {
+        char *p = path("%s/tok-%s.w8a8", OUT, tk[k].name);
+        if (!exists(p) && sh("./convert --vocab-only %s/%s -o %s --quiet", SH, tk[k].src, p)) { result(0, tk[k].name, "convert failed"); continue; }
+        w8a8_model *m = open_cpu(p, 1);
+        if (!m) { result(0, tk[k].name, "open failed: %s", w8a8_error()); continue; }
+        size_t len;
+        char *data = slurp(path("%s/tokenizers/vectors/%s.jsonl", SH, tk[k].name), &len);
+        int lines = 0, bad = 0, rt_bad = 0, *ids = malloc(sizeof(int) * 65536), n;
+        for (char *line = data, *nl; data && line < data + len; line = nl + 1) {
+            nl = strchr(line, '\n');
+            if (!nl) nl = data + len;
+            if (nl == line) continue;
+            jv v;
+            char err[200];
+            if (json_parse(line, nl - line, &v, err, sizeof err)) { bad++; continue; }
+            lines++;
+            const jv *text = jget(&v, "text"), *want = jget(&v, "ids");
+            int ok = !w8a8_tokenize(m, text->str, 0, ids, 65536, &n) && n == want->n;
+            for (int i = 0; ok && i < n; i++) ok = ids[i] == (int)want->items[i].num;
+            if (!ok && bad++ < 3) printf("  %s: mismatch on \"%s\"\n", tk[k].name, text->str);
+            /* streaming decode returns the text (the SentencePiece kind drops its dummy-prefix space) */
+            w8a8_decoder d = {0};
+            char *dec = malloc(text->n * 4 + 64);
+            int dl = 0, l, valid = 1;
+            for (int i = 0; i < n; i++) {
+                char b[16384];
+                if (w8a8_decode(m, &d, ids[i], b, sizeof b, &l)) break;
+                for (int j = 0; j < l; j++) if ((unsigned char)b[j] >= 0x80 && j == 0 && (b[j] & 0xc0) == 0x80) valid = 0;
+                memcpy(dec + dl, b, l);
+                dl += l;
+            }
+            const char *expect = text->str;   /* SentencePiece's dummy-prefix space is added, then taken off */
+            if (!valid || dl != (int)strlen(expect) || memcmp(dec, expect, dl)) { if (rt_bad++ < 3) printf("  %s: decode of \"%s\" gave \"%.*s\"\n", tk[k].name, text->str, dl, dec); }
+            free(dec);
+            jv_free(&v);
+        }
+        result(lines > 0 && !bad, path("tokenizer %s: vectors/%s.jsonl", tk[k].name, tk[k].name), "%d lines, %d wrong", lines, bad);
+        result(lines > 0 && !rt_bad, path("tokenizer %s: streaming decode returns each text, whole characters only", tk[k].name), "%d wrong", rt_bad);
+        free(data);
+        /* llama.cpp's tokenizer tests */
+        char *inp = slurp(path("%s/tokenizers/llamacpp-tests/ggml-vocab-%s.gguf.inp", SH, tk[k].lcpp), NULL);
+        char *outp = slurp(path("%s/tokenizers/llamacpp-tests/ggml-vocab-%s.gguf.out", SH, tk[k].lcpp), NULL);
+        int cases = 0;
+        bad = 0;
+        const char *sep = "\n__ggml_vocab_test__\n";
+        for (char *a = inp, *o = outp; a && o && *a;) {
+            char *e = strstr(a, sep), *oe = strchr(o, '\n');
+            if (!e || !oe) break;
+            *e = 0; *oe = 0;
+            int want[4096], nw = 0;
+            for (char *t = strtok(o, " "); t; t = strtok(NULL, " ")) want[nw++] = atoi(t);
+            int ok = !w8a8_tokenize(m, a, 0, ids, 65536, &n) && n == nw;
+            for (int i = 0; ok && i < n; i++) ok = ids[i] == want[i];
+            if (!ok && bad++ < 3) printf("  llama.cpp %s: mismatch on \"%s\"\n", tk[k].lcpp, a);
+            cases++;
+            a = e + strlen(sep);
+            o = oe + 1;
+        }
+        result(cases > 40 && !bad, path("tokenizer %s: llama.cpp's ggml-vocab-%s tests", tk[k].name, tk[k].lcpp), "%d cases, %d wrong", cases, bad);
+        free(inp); free(outp); free(ids);
+        w8a8_close(m);
+    }
+    /* a character split over byte tokens comes out once, whole */
+    w8a8_model *m = open_cpu(path("%s/tok-llama2.w8a8", OUT), 1);
+    if (m) {
+        int ids[64], n, l, chunks = 0, ok = 1;
+        w8a8_tokenize(m, "a\xf0\x9f\x99\x82", 0, ids, 64, &n);   /* "a🙂": the emoji is four byte tokens */
+        w8a8_decoder d = {0};
+        char all[64] = "";
+        for (int i = 0; i < n; i++) {
+            char b[64];
+            w8a8_decode(m, &d, ids[i], b, sizeof b, &l);
+            if (l) { chunks++; strncat(all, b, l); }
+        }
+        ok = n == 5 && chunks == 2 && !strcmp(all, "a\xf0\x9f\x99\x82");   /* "▁a", then 4 byte tokens */
+        result(ok, "streaming decode: a 4-byte character over 4 byte tokens is printed once, whole", "%d tokens, %d chunks", n, chunks);
+        w8a8_close(m);
+    }
+}
+
+/* =========================================================================================================
+ * The quantized forward against a deliberately naive double-precision fake-quant, written here from the
+ * definitions, reading the model file with its own code.
+ * ======================================================================================================= */
+typedef struct { const unsigned char *base; const w8a8_header *h; const w8a8_tensor_entry *t; } nfile;
+
+static const w8a8_tensor_entry *nfind(const nfile *f, const char *name) {
+    for (uint32_t i = 0; i < f->h->n_tensors; i++) if (!strcmp(f->t[i].name, name)) return &f->t[i];
+    return NULL;
+}
+/* A weight as doubles, dequantized with its per-row scale. */
+static double *nweight(const nfile *f, const char *name, int *rows, int *cols) {
+    const w8a8_tensor_entry *e = nfind(f, name);
+    char sn[80];
+    snprintf(sn, sizeof sn, "%s.scale", name);
+    const w8a8_tensor_entry *se = nfind(f, sn);
+    int R = (int)e->shape[0], C = e->ndim == 2 ? (int)e->shape[1] : 1;
+    double *w = malloc(sizeof(double) * R * C);
+    const unsigned char *p = f->base + e->offset;
+    for (int r = 0; r < R; r++) {
+        double s = se ? ((const float *)(f->base + se->offset))[r] : 1.0;
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)r * C + c;
+            double v;
+            switch (e->dtype) {
+            case W8A8_DT_F32: v = ((const float *)p)[i]; break;
+            case W8A8_DT_BF16: { uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16; float fl; memcpy(&fl, &u, 4); v = fl; break; }
+            case W8A8_DT_E4M3: v = e4m3_value(p[i]); break;
+            default: v = ((const int8_t *)p)[i]; break;
+            }
+            w[i] = v * s;
+        }
+    }
+    *rows = R; *cols = C;
+    return w;
+}
+static double bf16_round_d(double x) { return (double)w8a8_bf16_to_float(w8a8_bf16_from_float((float)x)); }
+
+/* fake-quant: x -> dequant(quant(x)) with the scheme's per-row scale */
+static void fakequant(int scheme, double *x, int n) {
+    if (scheme == W8A8_BF16) { for (int i = 0; i < n; i++) x[i] = bf16_round_d(x[i]); return; }
+    if (scheme == W8A8_F32) return;
+    double amax = 0, qmax = scheme == W8A8_FP8 ? 448 : 127;
+    for (int i = 0; i < n; i++) amax = fmax(amax, fabs(x[i]));
+    double s = amax > 0 ? (float)(amax / qmax) : 1;
+    for (int i = 0; i < n; i++) {
+        double q = scheme == W8A8_FP8 ? e4m3_value(e4m3_encode_ref(x[i] / s)) : fmax(-127, fmin(127, nearbyint(x[i] / s)));
+        x[i] = q * s;
+    }
+}
+static void nmatvec(const double *w, int R, int C, const double *x, double *y) {
+    for (int r = 0; r < R; r++) { double a = 0; for (int c = 0; c < C; c++) a += w[(size_t)r * C + c] * x[c]; y[r] = a; }
+}
+static void nrms(double *o, const double *x, const double *w, int n, double eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    double k = 1 / sqrt(ss / n + eps);
+    for (int i = 0; i < n; i++) o[i] = w[i] * x[i] * k;
+}
+
+/* logits of the last of n tokens */
+static double *naive_forward(const char *file, const int *tok, int n) {
+    size_t len;
+    char *buf = slurp(file, &len);
+    nfile f = {(const unsigned char *)buf, (const w8a8_header *)buf, NULL};
+    f.t = (const w8a8_tensor_entry *)(buf + f.h->table_offset);
+    const w8a8_config *c = &f.h->config;
+    int sch = c->scheme, D = c->dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, H = c->hidden_dim, V = c->vocab_size;
+    int qd = nh * hd, kvd = nkv * hd, R, C;
+    double *emb = nweight(&f, "tok_embd", &R, &C), *kc = calloc((size_t)c->n_layers * n * kvd, 8), *vc = calloc((size_t)c->n_layers * n * kvd, 8);
+    double *x = malloc(8 * D), *xb = malloc(8 * (D > qd ? D : qd) * 4), *qkv = malloc(8 * (qd + 2 * kvd)), *o = malloc(8 * D * 4),
+           *hb = malloc(8 * H * 2), *att = malloc(8 * n), *logits = malloc(8 * V);
+    char nm[64];
+    for (int p = 0; p < n; p++) {
+        memcpy(x, emb + (size_t)tok[p] * D, 8 * D);
+        for (uint32_t l = 0; l < c->n_layers; l++) {
+            double *an, *fn, *wqkv, *wo, *w13, *w2;
+            snprintf(nm, 64, "blk.%u.attn_norm", l); an = nweight(&f, nm, &R, &C);
+            snprintf(nm, 64, "blk.%u.ffn_norm", l); fn = nweight(&f, nm, &R, &C);
+            snprintf(nm, 64, "blk.%u.wqkv", l); wqkv = nweight(&f, nm, &R, &C);
+            snprintf(nm, 64, "blk.%u.wo", l); wo = nweight(&f, nm, &R, &C);
+            snprintf(nm, 64, "blk.%u.w13", l); w13 = nweight(&f, nm, &R, &C);
+            snprintf(nm, 64, "blk.%u.w2", l); w2 = nweight(&f, nm, &R, &C);
+            nrms(xb, x, an, D, c->norm_eps);
+            fakequant(sch, xb, D);
+            nmatvec(wqkv, qd + 2 * kvd, D, xb, qkv);
+            for (int i = 0; i < qd + 2 * kvd; i++) qkv[i] = bf16_round_d(qkv[i]);
+            for (int h = 0; h < nh + nkv; h++)   /* RoPE on adjacent pairs */
+                for (int i = 0; i < hd / 2; i++) {
+                    double fr = 1.0 / pow(c->rope_theta, 2.0 * i / hd), a = p * fr, *v = qkv + h * hd + 2 * i, v0 = v[0], v1 = v[1];
+                    v[0] = v0 * cos(a) - v1 * sin(a);
+                    v[1] = v0 * sin(a) + v1 * cos(a);
+                }
+            for (int i = 0; i < qd + kvd; i++) qkv[i] = bf16_round_d(qkv[i]);
+            memcpy(kc + ((size_t)l * n + p) * kvd, qkv + qd, 8 * kvd);
+            memcpy(vc + ((size_t)l * n + p) * kvd, qkv + qd + kvd, 8 * kvd);
+            for (int h = 0; h < nh; h++) {
+                int g = h / (nh / nkv);
+                double mx = -1e300, sum = 0;
+                for (int t = 0; t <= p; t++) {
+                    double s = 0;
+                    for (int i = 0; i < hd; i++) s += qkv[h * hd + i] * kc[((size_t)l * n + t) * kvd + g * hd + i];
+                    att[t] = s / sqrt(hd);
+                    mx = fmax(mx, att[t]);
+                }
+                for (int t = 0; t <= p; t++) sum += att[t] = exp(att[t] - mx);
+                for (int i = 0; i < hd; i++) {
+                    double a = 0;
+                    for (int t = 0; t <= p; t++) a += att[t] / sum * vc[((size_t)l * n + t) * kvd + g * hd + i];
+                    xb[h * hd + i] = a;
+                }
+            }
+            fakequant(sch, xb, qd);
+            nmatvec(wo, D, qd, xb, o);
+            for (int i = 0; i < D; i++) x[i] += o[i];
+            nrms(xb, x, fn, D, c->norm_eps);
+            fakequant(sch, xb, D);
+            nmatvec(w13, 2 * H, D, xb, hb);
+            for (int i = 0; i < H; i++) {
+                double g = bf16_round_d(hb[i]), u = bf16_round_d(hb[H + i]);
+                hb[i] = g / (1 + exp(-g)) * u;
+            }
+            fakequant(sch, hb, H);
+            nmatvec(w2, D, H, hb, o);
+            for (int i = 0; i < D; i++) x[i] += o[i];
+            free(an); free(fn); free(wqkv); free(wo); free(w13); free(w2);
+        }
+    }
+    double *on = nweight(&f, "out_norm", &R, &C);
+    nrms(xb, x, on, D, c->norm_eps);
+    for (int i = 0; i < D; i++) xb[i] = bf16_round_d(xb[i]);
+    nmatvec(emb, V, D, xb, logits);
+    free(on); free(emb); free(kc); free(vc); free(x); free(xb); free(qkv); free(o); free(hb); free(att); free(buf);
+    return logits;
+}
+
+static void test_quantized_forward(void) {
+    const char *schemes[] = {"bf16", "fp8", "int8"};
+    /* bound on max |logit - naive| / max |logit|: the engine computes in fp32 where the naive model keeps
+     * doubles, so now and then an activation lands on the other side of a rounding boundary and moves by
+     * one step (bf16: 2^-8 relative; int8: amax/127, coarse for small values); measured 1.9e-3, 4e-8, 9.9e-3 */
+    const double bound[] = {5e-3, 5e-3, 2e-2};
+    for (int s = 0; s < 3; s++) {
+        const char *p = model("stories260K", schemes[s]);
+        w8a8_model *m = open_cpu(p, 1);
+        if (!m) { result(0, "quantized forward", "open failed: %s", w8a8_error()); continue; }
+        int ids[64], n, seq;
+        w8a8_tokenize(m, "One day, Lily met a big dog in the park. The dog", 1, ids, 64, &n);
+        const float *lg;
+        w8a8_seq_start(m, &seq);
+        w8a8_feed(m, seq, ids, n);
+        w8a8_logits(m, seq, &lg);
+        double *ref = naive_forward(p, ids, n), md = 0, ma = 0;
+        int V = w8a8_config_of(m)->vocab_size, am = 0, rm = 0;
+        for (int v = 0; v < V; v++) {
+            md = fmax(md, fabs(lg[v] - ref[v]));
+            ma = fmax(ma, fabs(ref[v]));
+            if (lg[v] > lg[am]) am = v;
+            if (ref[v] > ref[rm]) rm = v;
+        }
+        result(md <= bound[s] * ma && am == rm, path("quantized forward %s == naive double fake-quant", schemes[s]),
+               "%d tokens, max |diff| %.2e = %.1e x max |logit| (bound %.0e), argmax %s", n, md, md / ma, bound[s], am == rm ? "agrees" : "differs");
+        free(ref);
+        w8a8_close(m);
+    }
+}
+
+static void test_perplexity(void) {
+    const char *names[] = {"stories260K", "tinystories-656k"}, *schemes[] = {"f32", "bf16", "fp8", "int8"};
+    size_t len;
+    char *text = slurp(path("%s/corpus/tinystories-dev.txt", SH), &len);
+    if (!text) { result(0, "perplexity", "no corpus"); return; }
+    if (len > 32768) text[32768] = 0;   /* a prefix keeps the CPU suite quick; ./run --ppl does the whole file */
+    for (int k = 0; k < 2; k++) {
+        double base = 0;
+        char line[512] = "";
+        int ok = 1;
+        for (int s = 0; s < 4; s++) {
+            w8a8_model *m = open_cpu(model(names[k], schemes[s]), 1);
+            if (!m) { ok = 0; continue; }
+            int *ids = malloc(sizeof(int) * (strlen(text) + 8)), n, seq, ctx = 256, win = ctx - 1, scored = 0, k2;
+            double nll = 0, sn;
+            w8a8_tokenize(m, text, 0, ids, (int)strlen(text) + 8, &n);
+            w8a8_seq_start(m, &seq);
+            int buf[256];
+            for (int w = 0; (w + 1) * win <= n; w++) {
+                buf[0] = w8a8_config_of(m)->bos_id;
+                memcpy(buf + 1, ids + w * win, sizeof(int) * win);
+                if (w8a8_score(m, seq, buf, ctx, &sn, &k2)) { ok = 0; break; }
+                nll += sn; scored += k2;
+            }
+            double ppl = exp(nll / scored);
+            if (s == 0) base = ppl;
+            snprintf(line + strlen(line), sizeof line - strlen(line), "%s %.4f (%+.2f%%)  ", schemes[s], ppl, 100 * (ppl / base - 1));
+            ok &= scored > 1000 && ppl / base < 1.05;
+            free(ids);
+            w8a8_close(m);
+        }
+        result(ok, path("perplexity %s on tinystories-dev.txt[:32K], ctx 256", names[k]), "%s", line);
+    }
+    free(text);
+}
+
+/* =========================================================================================================
+ * Bad files: each rejected with a clear error, no crash
+ * ======================================================================================================= */
+static void rechecksum(unsigned char *b) {
+    w8a8_header *h = (w8a8_header *)b;
+    h->checksum = 0;
+    uint64_t s = w8a8_fnv1a(0xcbf29ce484222325ull, h, sizeof *h);
+    s = w8a8_fnv1a(s, b + h->tokenizer_offset, h->tokenizer_bytes);
+    h->checksum = w8a8_fnv1a(s, b + h->table_offset, (size_t)h->n_tensors * sizeof(w8a8_tensor_entry));
+}
+
+static void bad_case(const char *name, const unsigned char *data, size_t n, const char *expect) {
+    char *p = path("%s/bad.w8a8", OUT);
+    FILE *f = fopen(p, "wb");
+    fwrite(data, 1, n, f);
+    fclose(f);
+    w8a8_model *m = NULL;
+    w8a8_options o = w8a8_default_options();
+    o.force_cpu = 1;
+    int rc = w8a8_open(&m, p, &o);
+    result(rc != 0 && !m && strstr(w8a8_error(), expect), path("bad file rejected: %s", name), "rc %d, \"%s\"", rc, w8a8_error());
+    w8a8_close(m);
+}
+
+static void test_bad_files(void) {
+    size_t n;
+    unsigned char *good = (unsigned char *)slurp(model("tinystories-656k", "fp8"), &n), *b = malloc(n);
+    if (!good) { result(0, "bad files", "no model"); return; }
+    w8a8_header *h = (w8a8_header *)b;
+    w8a8_tensor_entry *t;
+#define RESET() (memcpy(b, good, n), t = (w8a8_tensor_entry *)(b + h->table_offset))
+    RESET(); bad_case("empty file", b, 0, "too small");
+    RESET(); bad_case("truncated", b, n / 2, "truncated");
+    RESET(); bad_case("truncated inside the header", b, 100, "too small");
+    RESET(); memcpy(b, "GGUF\0\0\0\0", 8); bad_case("wrong magic", b, n, "bad magic");
+    RESET(); h->version = 99; rechecksum(b); bad_case("wrong version", b, n, "version 99");
+    RESET(); b[sizeof(w8a8_header) + 40] ^= 1; bad_case("bad checksum (a flipped byte in the tokenizer)", b, n, "checksum");
+    RESET(); h->config.dim ^= 0x100; bad_case("bad checksum (a changed dimension)", b, n, "checksum");
+    RESET(); h->config.dim = 0xffffffffu; rechecksum(b); bad_case("dimension out of range", b, n, "dim");
+    RESET(); t[0].shape[0] = 1ull << 40; t[0].shape[1] = 1ull << 40; rechecksum(b); bad_case("shape whose product overflows", b, n, "overflows");
+    RESET(); t[0].shape[0] = 1ull << 33; t[0].shape[1] = 1ull << 31; t[0].bytes = 1ull << 63; rechecksum(b); bad_case("shape * dtype size overflows", b, n, "overflows");
+    RESET(); t[1].offset = n + 4096; rechecksum(b); bad_case("tensor offset outside the file", b, n, "outside");
+    /* (sections are range-checked before the checksum is read, so these need no new checksum) */
+    RESET(); h->table_offset = n - 8; bad_case("table outside the file", b, n, "outside");
+    RESET(); h->n_tensors = 0xfffffff; bad_case("huge tensor count", b, n, "outside");
+    RESET(); h->tokenizer_bytes = 1ull << 62; bad_case("tokenizer section outside the file", b, n, "outside");
+    RESET(); h->config.bos_id = 5000; rechecksum(b); bad_case("bos id outside the vocabulary", b, n, "outside the vocabulary");
+    RESET(); {
+        w8a8_tokenizer_header th;
+        memcpy(&th, b + h->tokenizer_offset, sizeof th);
+        size_t mo = h->tokenizer_offset + sizeof th + 4ull * th.n_tokens + ((th.n_tokens + 3) & ~3u) + 4ull * (th.n_tokens + 1) + ((th.text_bytes + 3) & ~3u);
+        int32_t big = 1 << 30;
+        memcpy(b + mo, &big, 4);
+        rechecksum(b);
+        bad_case("merge names a token outside the vocabulary", b, n, "outside the vocabulary");
+    }
+    RESET(); t[0].name[0] = 'x'; rechecksum(b); bad_case("missing tensor", b, n, "tok_embd");
+    RESET(); t[2].shape[0] = 7; t[2].bytes = 28; rechecksum(b); bad_case("misshapen tensor", b, n, "shape");
+    RESET(); h->config.scheme = 9; rechecksum(b); bad_case("unknown scheme", b, n, "scheme");
+    w8a8_model *m = NULL;
+    int rc = w8a8_open(&m, "/nonexistent/model.w8a8", NULL);
+    result(rc == W8A8_ERR_IO && strstr(w8a8_error(), "No such file"), "missing file: clear error", "%s", w8a8_error());
+    rc = w8a8_open(&m, OUT, NULL);
+    result(rc == W8A8_ERR_IO && strstr(w8a8_error(), "not a regular file"), "a directory: clear error", "%s", w8a8_error());
+    free(good); free(b);
+    /* a token id out of range through the API */
+    m = open_cpu(model("stories260K", "fp8"), 1);
+    int seq, bad = 512;
+    w8a8_seq_start(m, &seq);
+    rc = w8a8_feed(m, seq, &bad, 1);
+    result(rc == W8A8_ERR_TOKEN, "token id out of range: an error, not a crash", "%s", w8a8_error());
+    w8a8_close(m);
+}
+
+/* =========================================================================================================
+ * API, sampling, batching, CLI
+ * ======================================================================================================= */
+static void test_batch(void) {
+    const char *schemes[] = {"f32", "fp8", "int8"};
+    for (int s = 0; s < 3; s++) {
+        const char *p = model("stories260K", schemes[s]);
+        w8a8_model *mb = open_cpu(p, 4), *m1 = open_cpu(p, 1);
+        const char *prompts[] = {"Once upon a time", "The cat sat on the mat and looked at the", "Tim", "A big red ball rolled down the hill to the"};
+        int seqs[4], ok = 1, ids[4][64], n[4];
+        for (int i = 0; i < 4; i++) {
+            w8a8_tokenize(mb, prompts[i], 1, ids[i], 64, &n[i]);
+            w8a8_seq_start(mb, &seqs[i]);
+            w8a8_feed(mb, seqs[i], ids[i], n[i]);
+        }
+        /* 6 batched steps of all four, each checked against the sequence run alone */
+        int toks[4] = {10, 20, 30, 40};
+        for (int step = 0; step < 6; step++) {
+            if (w8a8_step(mb, 4, seqs, toks)) { ok = 0; break; }
+            for (int i = 0; i < 4; i++) ids[i][n[i]++] = toks[i];
+        }
+        for (int i = 0; i < 4; i++) {
+            int sq;
+            const float *a, *b;
+            w8a8_seq_start(m1, &sq);
+            w8a8_feed(m1, sq, ids[i], n[i]);
+            w8a8_logits(m1, sq, &a);
+            w8a8_logits(mb, seqs[i], &b);
+            ok &= !memcmp(a, b, 512 * sizeof(float));
+            w8a8_seq_end(m1, sq);
+        }
+        int extra;
+        ok &= w8a8_seq_start(mb, &extra) == W8A8_ERR_ARG;   /* all four in use */
+        result(ok, path("batch (%s): 4 sequences of different lengths stepped together == each alone", schemes[s]), "");
+        w8a8_close(mb); w8a8_close(m1);
+    }
+}
+
+static void test_sampling(void) {
+    float lg[5] = {1, 3, 2, 3, -1};
+    w8a8_sampler g = {0, 0, 0};
+    int t, ok;
+    w8a8_sample_logits(lg, 5, &g, &t);
+    ok = t == 1;   /* the first maximum */
+    int a[50], b[50], c[50];
+    w8a8_sampler s1 = {1.0f, 0.9f, 42}, s2 = {1.0f, 0.9f, 42}, s3 = {1.0f, 0.9f, 43};
+    int diff = 0, never4 = 1;
+    for (int i = 0; i < 50; i++) {
+        w8a8_sample_logits(lg, 5, &s1, &a[i]);
+        w8a8_sample_logits(lg, 5, &s2, &b[i]);
+        w8a8_sample_logits(lg, 5, &s3, &c[i]);
+        ok &= a[i] == b[i];
+        diff += a[i] != c[i];
+        never4 &= a[i] != 4;   /* top-p 0.9 drops the least likely token */
+    }
+    w8a8_sampler tiny = {1.0f, 1e-6f, 7};
+    w8a8_sample_logits(lg, 5, &tiny, &t);
+    result(ok && diff > 0 && never4 && (t == 1 || t == 3), "sampling: greedy first max, same seed same draws, top-p cuts the tail", "");
+    result(w8a8_sample_logits(lg, 5, &(w8a8_sampler){-1, 0, 0}, &t) == W8A8_ERR_ARG, "sampling: a negative temperature is an error", "");
+}
+
+static void test_api_misuse(void) {
+    w8a8_model *m = open_cpu(model("stories260K", "fp8"), 2);
+    int ids[8] = {1, 2, 3}, n, seq;
+    const float *lg;
+    int ok = w8a8_feed(NULL, 0, ids, 1) == W8A8_ERR_ARG && w8a8_feed(m, 5, ids, 1) == W8A8_ERR_ARG &&
+             w8a8_feed(m, 0, ids, 1) == W8A8_ERR_ARG /* not started */ && w8a8_tokenize(NULL, "x", 0, ids, 8, &n) == W8A8_ERR_ARG &&
+             w8a8_tokenize(m, "Once upon a time there was", 0, ids, 2, &n) == W8A8_ERR_ARG && n > 2;
+    w8a8_seq_start(m, &seq);
+    ok &= w8a8_logits(m, seq, &lg) == W8A8_ERR_ARG;   /* nothing fed yet */
+    int two[2] = {seq, seq}, tk[2] = {1, 1};
+    ok &= w8a8_step(m, 2, two, tk) == W8A8_ERR_ARG;
+    int *many = malloc(sizeof(int) * 600);
+    for (int i = 0; i < 600; i++) many[i] = 100;
+    ok &= w8a8_feed(m, seq, many, 600) == W8A8_ERR_CONTEXT && strstr(w8a8_error(), "do not fit");
+    free(many);
+    w8a8_close(m);
+    w8a8_close(NULL);
+    result(ok, "API misuse: NULLs, unknown sequences, duplicate sequences, overlong prompts are errors", "%s", ok ? "" : w8a8_error());
+}
+
+static void test_cli(void) {
+    const char *p = model("stories260K", "fp8");
+    int rc = sh("./run %s --tokenize 'Once upon a time' > %s/tok.txt", p, OUT);
+    char *t = slurp(path("%s/tok.txt", OUT), NULL);
+    result(rc == 0 && t && !strcmp(t, "403 407 261 378\n"), "./run --tokenize prints the ids without BOS", "%s", t ? t : "");
+    free(t);
+    rc = sh("./run %s -n 5 -t 0.8 -s 3 'Tom' > /dev/null 2> %s/err.txt", p, OUT);
+    t = slurp(path("%s/err.txt", OUT), NULL);
+    result(rc == 0 && t && strstr(t, "tok/s") && strstr(t, "scheme fp8"), "./run reports device, scheme and tok/s on stderr", "");
+    free(t);
+    rc = sh("./run %s --bogus 2>/dev/null", p);
+    result(WEXITSTATUS(rc) == 2, "./run: an unknown option is a usage error", "");
+    rc = sh("./run /nonexistent.w8a8 2> %s/err.txt", OUT);
+    t = slurp(path("%s/err.txt", OUT), NULL);
+    result(WEXITSTATUS(rc) == 1 && t && strstr(t, "cannot open"), "./run: a missing model is a clear error", "%s", t ? t : "");
+    free(t);
+    rc = sh("head -c 3000 %s/corpus/tinystories-dev.txt > %s/small.txt && ./run %s --ppl %s/small.txt -c 128 > %s/ppl.txt 2>/dev/null", SH, OUT, p, OUT, OUT);
+    t = slurp(path("%s/ppl.txt", OUT), NULL);
+    result(rc == 0 && t && !strncmp(t, "ppl: ", 5) && atof(t + 5) > 1 && atof(t + 5) < 20, "./run --ppl ends with 'ppl: X'", "%s", t ? t : "");
+    free(t);
+    rc = sh("./run %s --chat 2> %s/err.txt < /dev/null", p, OUT);
+    t = slurp(path("%s/err.txt", OUT), NULL);
+    result(rc != 0 && t && strstr(t, "no chat template"), "./run --chat on a model without a template says so", "");
+    free(t);
+    rc = sh("./convert %s/models/stories260K/stories260K.bin -o %s/x.w8a8 2> %s/err.txt", SH, OUT, OUT);
+    t = slurp(path("%s/err.txt", OUT), NULL);
+    result(rc != 0 && t && strstr(t, "--tokenizer") && !exists(path("%s/x.w8a8", OUT)), "./convert: a llama2.c checkpoint without its tokenizer is a clear error", "");
+    free(t);
+    rc = sh("mkdir -p %s/fakehf && echo '{\"architectures\":[\"GPT2LMHeadModel\"]}' > %s/fakehf/config.json && ./convert %s/fakehf -o %s/x.w8a8 2> %s/err.txt", OUT, OUT, OUT, OUT, OUT);
+    t = slurp(path("%s/err.txt", OUT), NULL);
+    result(rc != 0 && t && strstr(t, "GPT2LMHeadModel"), "./convert: an unknown architecture is an error naming it", "%s", t ? t : "");
+    free(t);
+    /* an interrupted conversion leaves nothing behind */
+    rc = sh("(./convert %s/models/tinystories-656k -o %s/int.w8a8 --scheme fp8 --quiet & p=$!; sleep 0.05; kill -INT $p; wait $p) 2>/dev/null; "
+            "ls %s | grep -c 'int.w8a8' > %s/cnt.txt", SH, OUT, OUT, OUT);
+    t = slurp(path("%s/cnt.txt", OUT), NULL);
+    result(t && (atoi(t) == 0 || exists(path("%s/int.w8a8", OUT))) && !sh("ls %s | grep -q 'tmp' && exit 1 || exit 0", OUT),
+           "./convert interrupted: no partial output file", "");
+    free(t);
+}
+
+/* The example at the top of w8a8.h, compiled from nothing but the drop-in files with `cc -c`. */
+static void test_example(void) {
+    char *hdr = slurp("w8a8.h", NULL);
+    char *a = strstr(hdr, " *     #include \"w8a8.h\""), *e = a ? strstr(a, " *     }\n *\n") : NULL;
+    if (!a || !e) { result(0, "example", "no example in w8a8.h"); free(hdr); return; }
+    e += strlen(" *     }\n");
+    char *d = path("%s/dropin", OUT);
+    sh("rm -rf %s && mkdir -p %s && cp w8a8.c w8a8.h kernels.cu.inc %s/", d, d, d);
+    FILE *f = fopen(path("%s/example.c", d), "w");
+    int lines = 0;
+    for (char *l = a; l < e;) {
+        char *nl = strchr(l, '\n');
+        fprintf(f, "%.*s\n", (int)(nl - l - 7 > 0 ? nl - l - 7 : 0), l + 7);
+        l = nl + 1;
+        lines++;
+    }
+    fclose(f);
+    free(hdr);
+    const char *p = model("stories260K", "fp8");
+    int rc = sh("cd %s && cc -std=gnu11 -Wall -Wextra -Werror -c w8a8.c && cc -std=gnu11 -Wall -Wextra -Werror example.c w8a8.o -o example -lm -ldl -lpthread && "
+                "./example ../../../%s > out.txt", d, p);
+    char *out = slurp(path("%s/out.txt", d), NULL);
+    result(rc == 0 && out && strlen(out) > 20, "the example in w8a8.h builds with `cc -c w8a8.c` from the drop-in files alone and runs",
+           "%d lines; output \"%.60s...\"", lines, out ? out : "");
+    free(out);
+}
+
+static void test_nvrtc(void) {
+    const char *targets[] = {"sm_80", "sm_86", "sm_89", "sm_90a"};
+    for (int i = 0; i < 4; i++) {
+        size_t n = 0;
+        int rc = w8a8_compile_check(targets[i], &n);
+        if (rc && strstr(w8a8_error(), "NVRTC not found")) { skip(path("kernels.cu.inc compiles with NVRTC for %s", targets[i]), w8a8_error()); continue; }
+        result(rc == 0 && n > 0, path("kernels.cu.inc compiles with NVRTC for %s", targets[i]), "%s", rc ? w8a8_error() : path("%zu-byte cubin", n));
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *env = getenv("W8A8_SHARED");
+    snprintf(SH, sizeof SH, "%s", env ? env : "../shared");
+    mkdir(OUT, 0755);
+    const char *only = argc > 1 ? argv[1] : NULL;
+    double t0 = now();
+    if (!exists(path("%s/models/stories260K/stories260K.bin", SH))) {
+        printf("FAIL shared data: %s/models/stories260K is missing (clone with ../shared beside the repository, or set W8A8_SHARED)\n", SH);
+        n_fail++;
+    }
+    struct { const char *name; void (*fn)(void); } tests[] = {
+        {"fp8", test_fp8}, {"golden", test_golden}, {"hf", test_hf_equals_l2c}, {"hfref", test_hf_reference},
+        {"656k", test_656k_coherent}, {"tokenizers", test_tokenizers}, {"quant", test_quantized_forward},
+        {"ppl", test_perplexity}, {"bad", test_bad_files}, {"batch", test_batch}, {"sampling", test_sampling},
+        {"misuse", test_api_misuse}, {"cli", test_cli}, {"example", test_example}, {"nvrtc", test_nvrtc},
+    };
+    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
+        if (only && strcmp(only, tests[i].name)) continue;
+        tests[i].fn();
+    }
+    printf("(%.1f s)\n", now() - t0);
+    if (n_skip) printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+    else printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
