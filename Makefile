@@ -15,8 +15,8 @@ run: tools/run.c w8a8.o w8a8.h
 convert: tools/convert.c tools/json.h w8a8.o w8a8.h
 	$(CC) $(CFLAGS) tools/convert.c w8a8.o -o $@ $(LDLIBS)
 
-test/test_main: test/test_main.c w8a8.o w8a8.h
-	$(CC) $(CFLAGS) test/test_main.c w8a8.o -o $@ $(LDLIBS)
+test/test_main: test/test_main.c test/test_gpu.c w8a8.c w8a8.h kernels.cu.inc tools/json.h
+	$(CC) $(CFLAGS) test/test_main.c -o $@ $(LDLIBS)
 
 test: all test/test_main
 	./test/test_main

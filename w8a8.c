@@ -1145,6 +1145,8 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
  * 5. GPU backend: the CUDA driver API and NVRTC, both opened with dlopen (no CUDA headers or libraries are
  *    needed to build), and kernels.cu.inc compiled at start-up for the GPU found.
  * ======================================================================================================= */
+#define FEED_CHUNK 256   /* rows of a prompt per forward pass */
+
 #define W8A8_KERNELS(...) #__VA_ARGS__
 static const char kernel_source[] =
 #include "kernels.cu.inc"
@@ -1228,7 +1230,8 @@ static int nvrtc_compile(const char *target, const char *defines, char **cubin, 
     char arch[64], sm[32];
     snprintf(arch, sizeof arch, "--gpu-architecture=%s", target);
     snprintf(sm, sizeof sm, "-DW8A8_SM=%d", atoi(target + 3));
-    const char *opts[16] = {arch, sm, "-std=c++17", "--device-int128"};
+    /* no FMA contraction: elementwise kernels then round exactly as the CPU reference does */
+    const char *opts[16] = {arch, sm, "-std=c++17", "--fmad=false"};
     int n_opts = 4;
     char defs[1024], *save = NULL;
     snprintf(defs, sizeof defs, "%s", defines ? defines : "");
@@ -1268,25 +1271,442 @@ int w8a8_compile_check(const char *target, size_t *cubin_bytes) {
     return rc;
 }
 
-static int gpu_open(w8a8_model *m) {
-    (void)m;
-    return fail(W8A8_ERR_GPU, "the GPU backend is not built yet");
+/* --- the CUDA driver API --- */
+typedef int CUresult;
+typedef int CUdevice;
+typedef struct CUctx_st *CUcontext;
+typedef struct CUmod_st *CUmodule;
+typedef struct CUfunc_st *CUfunction;
+typedef struct CUstream_st *CUstream;
+typedef unsigned long long CUdeviceptr;
+enum { CU_ATTR_MULTIPROCESSOR_COUNT = 16, CU_ATTR_CC_MAJOR = 75, CU_ATTR_CC_MINOR = 76 };
+static struct {
+    void *lib;
+    int init_rc;
+    CUresult (*Init)(unsigned);
+    CUresult (*DriverGetVersion)(int *);
+    CUresult (*GetErrorString)(CUresult, const char **);
+    CUresult (*DeviceGetCount)(int *);
+    CUresult (*DeviceGet)(CUdevice *, int);
+    CUresult (*DeviceGetName)(char *, int, CUdevice);
+    CUresult (*DeviceGetAttribute)(int *, int, CUdevice);
+    CUresult (*DevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+    CUresult (*DevicePrimaryCtxRelease)(CUdevice);
+    CUresult (*CtxSetCurrent)(CUcontext);
+    CUresult (*ModuleLoadData)(CUmodule *, const void *);
+    CUresult (*ModuleUnload)(CUmodule);
+    CUresult (*ModuleGetFunction)(CUfunction *, CUmodule, const char *);
+    CUresult (*MemAlloc)(CUdeviceptr *, size_t);
+    CUresult (*MemFree)(CUdeviceptr);
+    CUresult (*MemGetInfo)(size_t *, size_t *);
+    CUresult (*MemcpyHtoD)(CUdeviceptr, const void *, size_t);
+    CUresult (*MemcpyDtoH)(void *, CUdeviceptr, size_t);
+    CUresult (*MemcpyHtoDAsync)(CUdeviceptr, const void *, size_t, CUstream);
+    CUresult (*MemcpyDtoDAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
+    CUresult (*MemsetD8)(CUdeviceptr, unsigned char, size_t);
+    CUresult (*StreamCreate)(CUstream *, unsigned);
+    CUresult (*StreamDestroy)(CUstream);
+    CUresult (*StreamSynchronize)(CUstream);
+    CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream, void **, void **);
+} cu;
+
+static const char *cu_str(CUresult r) {
+    const char *s = NULL;
+    if (cu.GetErrorString) cu.GetErrorString(r, &s);
+    return s ? s : "unknown CUDA error";
 }
-static void gpu_free(gpu_state *g) { (void)g; }
-static const char *gpu_name(const gpu_state *g) { (void)g; return "GPU"; }
+
+/* Opens libcuda and initializes it once per process; the answer (and its message) is remembered. */
+static int cuda_load(void) {
+    static char why[512];
+    if (cu.lib) return cu.init_rc ? fail(W8A8_ERR_GPU, "%s", why) : W8A8_OK;
+    const char *names[] = {"libcuda.so.1", "libcuda.so", NULL};
+    char tried[256];
+    void *h = dlopen_first(names, tried, sizeof tried);
+    if (!h) return fail(W8A8_ERR_GPU, "no CUDA driver (libcuda.so.1 not found): no NVIDIA GPU here, or its driver is not installed");
+    struct { void **fn; const char *name; } syms[] = {
+        {(void **)&cu.Init, "cuInit"}, {(void **)&cu.DriverGetVersion, "cuDriverGetVersion"},
+        {(void **)&cu.GetErrorString, "cuGetErrorString"}, {(void **)&cu.DeviceGetCount, "cuDeviceGetCount"},
+        {(void **)&cu.DeviceGet, "cuDeviceGet"}, {(void **)&cu.DeviceGetName, "cuDeviceGetName"},
+        {(void **)&cu.DeviceGetAttribute, "cuDeviceGetAttribute"}, {(void **)&cu.DevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain"},
+        {(void **)&cu.DevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2"}, {(void **)&cu.CtxSetCurrent, "cuCtxSetCurrent"},
+        {(void **)&cu.ModuleLoadData, "cuModuleLoadData"}, {(void **)&cu.ModuleUnload, "cuModuleUnload"},
+        {(void **)&cu.ModuleGetFunction, "cuModuleGetFunction"}, {(void **)&cu.MemAlloc, "cuMemAlloc_v2"},
+        {(void **)&cu.MemFree, "cuMemFree_v2"}, {(void **)&cu.MemGetInfo, "cuMemGetInfo_v2"},
+        {(void **)&cu.MemcpyHtoD, "cuMemcpyHtoD_v2"}, {(void **)&cu.MemcpyDtoH, "cuMemcpyDtoH_v2"},
+        {(void **)&cu.MemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2"}, {(void **)&cu.MemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2"},
+        {(void **)&cu.MemsetD8, "cuMemsetD8_v2"}, {(void **)&cu.StreamCreate, "cuStreamCreate"},
+        {(void **)&cu.StreamDestroy, "cuStreamDestroy_v2"}, {(void **)&cu.StreamSynchronize, "cuStreamSynchronize"},
+        {(void **)&cu.LaunchKernel, "cuLaunchKernel"},
+    };
+    cu.lib = h;
+    for (size_t i = 0; i < sizeof syms / sizeof *syms; i++)
+        if (!(*syms[i].fn = dlsym(h, syms[i].name))) {
+            snprintf(why, sizeof why, "the CUDA driver lacks %s (too old a driver?)", syms[i].name);
+            cu.init_rc = 1;
+            return fail(W8A8_ERR_GPU, "%s", why);
+        }
+    CUresult r = cu.Init(0);
+    int n = 0;
+    if (!r) r = cu.DeviceGetCount(&n);
+    if (r || n == 0) {
+        snprintf(why, sizeof why, r ? "the CUDA driver failed to start: %s" : "%sthe CUDA driver sees no GPU", r ? cu_str(r) : "");
+        cu.init_rc = 1;
+        return fail(W8A8_ERR_GPU, "%s", why);
+    }
+    return W8A8_OK;
+}
+
+/* --- the kernel cache: cubins under $W8A8_CACHE, $XDG_CACHE_HOME/w8a8 or ~/.cache/w8a8, keyed by a hash of
+ * the source, the options, NVRTC's and the driver's versions and the target --- */
+static int cache_dir(char *out, size_t n) {
+    const char *e = getenv("W8A8_CACHE"), *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (e && e[0]) snprintf(out, n, "%s", e);
+    else if (x && x[0]) snprintf(out, n, "%s/w8a8", x);
+    else if (home && home[0]) snprintf(out, n, "%s/.cache/w8a8", home);
+    else return -1;
+    return 0;
+}
+static void mkdirs(const char *path) {
+    char b[1024];
+    snprintf(b, sizeof b, "%s", path);
+    for (char *p = b + 1; *p; p++) if (*p == '/') { *p = 0; mkdir(b, 0755); *p = '/'; }
+    mkdir(b, 0755);
+}
+static char *read_whole(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = len > 0 ? malloc(len) : NULL;
+    if (b && fread(b, 1, len, f) != (size_t)len) { free(b); b = NULL; }
+    fclose(f);
+    *n = b ? (size_t)len : 0;
+    return b;
+}
+
+/* --- the GPU state --- */
+typedef struct { CUdeviceptr w, scale, bias; float in_scale; int N, K, Kp; } glinear;
+typedef struct { CUdeviceptr attn_norm, ffn_norm, q_norm, k_norm; glinear qkv, o, w13, w2; } glayer;
+enum { F_EMBED, F_RMSNORM, F_QUANT, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_ROPE, F_ATTN, F_ATTN_COMBINE, F_ARGMAX, F_COUNT };
+static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "quantize_rows", "silu_mul_quant", "gemm_bf16", "gemm_e4m3",
+                                            "gemm_s8", "rope_kv", "attention", "attention_combine", "argmax_rows"};
+#define ATTN_CHUNK 256
+
+struct gpu_state {
+    CUdevice dev;
+    CUcontext ctx;
+    CUstream stream;
+    CUmodule mod;
+    CUfunction f[F_COUNT];
+    char name[256];
+    int cc, sms, act_mode, gemm_fn, Dp, Kmax;
+    glayer *layers;
+    CUdeviceptr embd, out_norm, rope_cos, rope_sin, k_cache, v_cache;
+    glinear head;
+    int rows_cap;
+    CUdeviceptr x, act, act_s, qkv, att, h13, xn, tok, seq, pos, rows, logits, seq_logits, part_o, part_ml, argmax;
+    CUdeviceptr *allocs;
+    int n_allocs;
+    size_t bytes;                 /* all device memory this model holds */
+    char info[2048];              /* how the kernels were obtained */
+};
+
+static const char *gpu_name(const gpu_state *g) { return g->name; }
+
+static int gpu_alloc(gpu_state *g, CUdeviceptr *p, size_t n, const char *what) {
+    CUresult r = cu.MemAlloc(p, n ? n : 16);
+    if (r) {
+        size_t fr = 0, tot = 0;
+        cu.MemGetInfo(&fr, &tot);
+        *p = 0;
+        return fail(W8A8_ERR_NOMEM, "out of GPU memory: %s needs %.1f MiB, %.1f MiB of %.1f MiB are free (%s); lower the context or batch",
+                    what, n / 1048576.0, fr / 1048576.0, tot / 1048576.0, cu_str(r));
+    }
+    CUdeviceptr *na = realloc(g->allocs, sizeof(CUdeviceptr) * (g->n_allocs + 1));
+    if (!na) { cu.MemFree(*p); return fail(W8A8_ERR_NOMEM, "out of memory"); }
+    g->allocs = na;
+    g->allocs[g->n_allocs++] = *p;
+    g->bytes += n;
+    return W8A8_OK;
+}
+
+static int gpu_upload(gpu_state *g, CUdeviceptr *p, const void *src, size_t n, const char *what) {
+    int rc = gpu_alloc(g, p, n, what);
+    if (rc) return rc;
+    CUresult r = cu.MemcpyHtoD(*p, src, n);
+    return r ? fail(W8A8_ERR_GPU, "copying %s to the GPU: %s", what, cu_str(r)) : W8A8_OK;
+}
+
+static void gpu_free(gpu_state *g) {
+    if (!g) return;
+    if (g->ctx) cu.CtxSetCurrent(g->ctx);
+    for (int i = 0; i < g->n_allocs; i++) cu.MemFree(g->allocs[i]);
+    if (g->mod) cu.ModuleUnload(g->mod);
+    if (g->stream) cu.StreamDestroy(g->stream);
+    if (g->ctx) cu.DevicePrimaryCtxRelease(g->dev);
+    free(g->allocs); free(g->layers); free(g);
+}
+
+/* Rows of [rows][K] weights as [rows][Kp], zero-padded: every GEMM steps K 64 bytes at a time. */
+static int upload_padded(gpu_state *g, CUdeviceptr *p, const void *w, int rows, int K, int Kp, int es, const char *what) {
+    if (K == Kp) return gpu_upload(g, p, w, (size_t)rows * K * es, what);
+    unsigned char *b = calloc((size_t)rows * Kp, es);
+    if (!b) return fail(W8A8_ERR_NOMEM, "out of memory padding %s", what);
+    for (int r = 0; r < rows; r++) memcpy(b + (size_t)r * Kp * es, (const unsigned char *)w + (size_t)r * K * es, (size_t)K * es);
+    int rc = gpu_upload(g, p, b, (size_t)rows * Kp * es, what);
+    free(b);
+    return rc;
+}
+static int round64(int k) { return (k + 63) / 64 * 64; }
+
+static int upload_linear(gpu_state *g, const linear *l, glinear *gl, const char *what) {
+    int es = w8a8_dtype_size(l->dtype), rc;
+    gl->N = l->rows; gl->K = l->cols; gl->Kp = round64(l->cols); gl->in_scale = l->in_scale;
+    if ((rc = upload_padded(g, &gl->w, l->w, l->rows, l->cols, gl->Kp, es, what))) return rc;
+    if (l->scale && (rc = gpu_upload(g, &gl->scale, l->scale, sizeof(float) * l->rows, what))) return rc;
+    if (l->bias && (rc = gpu_upload(g, &gl->bias, l->bias, sizeof(float) * l->rows, what))) return rc;
+    return W8A8_OK;
+}
+
+/* Gets the module: from the cache if a good entry is there, else compiled by NVRTC and stored. */
+static int load_kernels(w8a8_model *m, gpu_state *g, const char *target) {
+    int drv = 0, nv_major = 0, nv_minor = 0, rc;
+    if ((rc = nvrtc_load())) return rc;
+    cu.DriverGetVersion(&drv);
+    nvrtc.Version(&nv_major, &nv_minor);
+    char *src = kernel_text();
+    if (!src) return W8A8_ERR_GPU;
+    char keytxt[256];
+    snprintf(keytxt, sizeof keytxt, "%s|nvrtc %d.%d|driver %d|v1", target, nv_major, nv_minor, drv);
+    uint64_t key = w8a8_fnv1a(w8a8_fnv1a(0xcbf29ce484222325ull, src, strlen(src)), keytxt, strlen(keytxt));
+    free(src);
+    char dir[900], path[1024];
+    int have_dir = cache_dir(dir, sizeof dir) == 0;
+    snprintf(path, sizeof path, "%s/kernels-%s-%016llx.cubin", dir, target, (unsigned long long)key);
+    size_t n = 0;
+    char *cubin = have_dir ? read_whole(path, &n) : NULL;
+    if (cubin && cu.ModuleLoadData(&g->mod, cubin) == 0) {
+        snprintf(g->info, sizeof g->info, "kernels for %s loaded from the cache (%s)", target, path);
+        free(cubin);
+        return W8A8_OK;
+    }
+    free(cubin);   /* none, unreadable or unloadable: compile */
+    g->mod = NULL;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if ((rc = nvrtc_compile(target, NULL, &cubin, &n))) return rc;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+    CUresult r = cu.ModuleLoadData(&g->mod, cubin);
+    if (r) { free(cubin); return fail(W8A8_ERR_GPU, "loading the compiled kernels for %s: %s", target, cu_str(r)); }
+    int stored = 0;
+    if (have_dir) {   /* write to a temporary file and rename: no reader ever sees half an entry */
+        char tmp[1100];
+        mkdirs(dir);
+        snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+        FILE *f = fopen(tmp, "wb");
+        if (f) {
+            stored = fwrite(cubin, 1, n, f) == n;
+            stored &= fclose(f) == 0;
+            stored = stored && rename(tmp, path) == 0;
+            if (!stored) unlink(tmp);
+        }
+    }
+    snprintf(g->info, sizeof g->info, "kernels compiled for %s by NVRTC in %.2f s%s%s", target, secs,
+             stored ? "; cached in " : "; not cached (cache folder not writable: set W8A8_CACHE)", stored ? dir : "");
+    (void)m;
+    free(cubin);
+    return W8A8_OK;
+}
+
+static int gpu_open(w8a8_model *m) {
+    const w8a8_config *c = &m->cfg;
+    int rc;
+    if (c->scheme == W8A8_F32) return fail(W8A8_ERR_GPU, "the f32 scheme runs on the CPU reference only");
+    if ((rc = cuda_load())) return rc;
+    gpu_state *g = calloc(1, sizeof *g);
+    if (!g) return fail(W8A8_ERR_NOMEM, "out of memory");
+    int ord = m->opt.device;
+    if (ord < 0) { const char *e = getenv("W8A8_DEVICE"); ord = e && e[0] ? atoi(e) : 0; }
+    int count = 0;
+    cu.DeviceGetCount(&count);
+    CUresult r;
+    if (ord < 0 || ord >= count) { free(g); return fail(W8A8_ERR_GPU, "GPU %d does not exist (there are %d)", ord, count); }
+    if ((r = cu.DeviceGet(&g->dev, ord)) || (r = cu.DevicePrimaryCtxRetain(&g->ctx, g->dev))) {
+        free(g);
+        return fail(W8A8_ERR_GPU, "cannot open GPU %d: %s", ord, cu_str(r));
+    }
+    m->gpu = g;   /* from here on, w8a8_close frees whatever was made */
+    cu.CtxSetCurrent(g->ctx);
+    cu.DeviceGetName(g->name, sizeof g->name, g->dev);
+    int major = 0, minor = 0;
+    cu.DeviceGetAttribute(&major, CU_ATTR_CC_MAJOR, g->dev);
+    cu.DeviceGetAttribute(&minor, CU_ATTR_CC_MINOR, g->dev);
+    cu.DeviceGetAttribute(&g->sms, CU_ATTR_MULTIPROCESSOR_COUNT, g->dev);
+    g->cc = major * 10 + minor;
+    char target[16];
+    if (g->cc >= 90 && g->cc < 100) snprintf(target, sizeof target, "sm_90a");
+    else snprintf(target, sizeof target, "sm_%d", g->cc);
+    if (g->cc < 80) return fail(W8A8_ERR_GPU, "%s (compute capability %d.%d) is older than the sm_80 this engine needs", g->name, major, minor);
+    if (c->scheme == W8A8_FP8 && g->cc < 89)
+        return fail(W8A8_ERR_GPU, "%s (sm_%d) has no FP8 tensor cores (sm_89 and later do): convert with --scheme int8 or bf16", g->name, g->cc);
+    if ((r = cu.StreamCreate(&g->stream, 0))) return fail(W8A8_ERR_GPU, "cuStreamCreate: %s", cu_str(r));
+    if ((rc = load_kernels(m, g, target))) return rc;
+    for (int i = 0; i < F_COUNT; i++)
+        if ((r = cu.ModuleGetFunction(&g->f[i], g->mod, kernel_names[i]))) return fail(W8A8_ERR_GPU, "kernel %s: %s", kernel_names[i], cu_str(r));
+    g->act_mode = c->scheme == W8A8_BF16 ? 0 : c->scheme == W8A8_FP8 ? 1 : 2;
+    g->gemm_fn = c->scheme == W8A8_BF16 ? F_GEMM_BF16 : c->scheme == W8A8_FP8 ? F_GEMM_E4M3 : F_GEMM_S8;
+
+    /* weights, uploaded once from the mapping */
+    int D = c->dim, H = c->hidden_dim, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, V = c->vocab_size;
+    g->Dp = round64(D);
+    g->Kmax = round64(D > qd ? (D > H ? D : H) : (qd > H ? qd : H));
+    if ((rc = upload_padded(g, &g->embd, m->tok_embd, V, D, g->Dp, 2, "the embeddings")) ||
+        (rc = gpu_upload(g, &g->out_norm, m->out_norm, sizeof(float) * D, "the final norm")))
+        return rc;
+    g->head = (glinear){.w = g->embd, .N = V, .K = D, .Kp = g->Dp};
+    if (m->lm_head.w != m->tok_embd && (rc = upload_padded(g, &g->head.w, m->lm_head.w, V, D, g->Dp, 2, "the LM head"))) return rc;
+    g->layers = calloc(c->n_layers, sizeof(glayer));
+    if (!g->layers) return fail(W8A8_ERR_NOMEM, "out of memory");
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        const layer *L = &m->layers[l];
+        glayer *G = &g->layers[l];
+        if ((rc = gpu_upload(g, &G->attn_norm, L->attn_norm, sizeof(float) * D, "a norm")) ||
+            (rc = gpu_upload(g, &G->ffn_norm, L->ffn_norm, sizeof(float) * D, "a norm")) ||
+            (L->q_norm && (rc = gpu_upload(g, &G->q_norm, L->q_norm, sizeof(float) * c->head_dim, "a q norm"))) ||
+            (L->k_norm && (rc = gpu_upload(g, &G->k_norm, L->k_norm, sizeof(float) * c->head_dim, "a k norm"))) ||
+            (rc = upload_linear(g, &L->qkv, &G->qkv, "the weights")) || (rc = upload_linear(g, &L->o, &G->o, "the weights")) ||
+            (rc = upload_linear(g, &L->w13, &G->w13, "the weights")) || (rc = upload_linear(g, &L->w2, &G->w2, "the weights")))
+            return rc;
+    }
+    size_t weights = g->bytes, half = c->head_dim / 2;
+    if ((rc = gpu_upload(g, &g->rope_cos, m->rope_cos, sizeof(float) * m->max_ctx * half, "the RoPE tables")) ||
+        (rc = gpu_upload(g, &g->rope_sin, m->rope_sin, sizeof(float) * m->max_ctx * half, "the RoPE tables")))
+        return rc;
+    /* the KV cache: bf16, [layer][sequence][position][kv_dim] */
+    size_t kv = (size_t)c->n_layers * m->max_batch * m->max_ctx * kvd * 2;
+    char what[128];
+    snprintf(what, sizeof what, "the KV cache (%d sequences x %d positions)", m->max_batch, m->max_ctx);
+    if ((rc = gpu_alloc(g, &g->k_cache, kv, what)) || (rc = gpu_alloc(g, &g->v_cache, kv, what))) return rc;
+    /* activations for the largest batch of rows a forward pass takes */
+    int R = g->rows_cap = m->max_batch > FEED_CHUNK ? m->max_batch : FEED_CHUNK;
+    int splits = (m->max_ctx + ATTN_CHUNK - 1) / ATTN_CHUNK;
+    size_t act = 0;
+#define ACT(ptr, n) (act += (n), gpu_alloc(g, &g->ptr, (n), "activations"))
+    if ((rc = ACT(x, sizeof(float) * R * D)) || (rc = ACT(act, (size_t)R * g->Kmax * 2)) || (rc = ACT(act_s, sizeof(float) * R)) ||
+        (rc = ACT(qkv, (size_t)R * (qd + 2 * kvd) * 2)) || (rc = ACT(att, sizeof(float) * R * qd)) || (rc = ACT(h13, (size_t)R * 2 * H * 2)) ||
+        (rc = ACT(xn, (size_t)R * g->Dp * 2)) || (rc = ACT(tok, sizeof(int) * R)) || (rc = ACT(seq, sizeof(int) * R)) ||
+        (rc = ACT(pos, sizeof(int) * R)) || (rc = ACT(rows, sizeof(int) * R)) || (rc = ACT(logits, sizeof(float) * R * (size_t)V)) ||
+        (rc = ACT(seq_logits, sizeof(float) * m->max_batch * (size_t)V)) || (rc = ACT(argmax, sizeof(int) * m->max_batch)) ||
+        (rc = ACT(part_o, sizeof(float) * (size_t)R * c->n_heads * splits * c->head_dim)) ||
+        (rc = ACT(part_ml, sizeof(float) * 2 * (size_t)R * c->n_heads * splits)))
+        return rc;
+#undef ACT
+    if (m->opt.verbose)
+        fprintf(stderr, "w8a8: %s (sm_%d, %d SMs); %s\nw8a8: GPU memory: weights %.1f MiB, KV cache %.1f MiB, activations %.1f MiB\n",
+                g->name, g->cc, g->sms, g->info, weights / 1048576.0, 2.0 * kv / 1048576.0, act / 1048576.0);
+    return W8A8_OK;
+}
+
+static int launch(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned gz, unsigned block, void **args) {
+    CUresult r = cu.LaunchKernel(g->f[f], gx, gy, gz, block, 1, 1, 0, g->stream, args, NULL);
+    return r ? fail(W8A8_ERR_GPU, "launching %s: %s", kernel_names[f], cu_str(r)) : W8A8_OK;
+}
+
+/* y = linear(act) with the epilogue: out_mode 0 bf16 store, 1 add into fp32, 2 fp32 store */
+static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const glinear *l, int M, int out_mode, CUdeviceptr out, int ldo) {
+    int es = fn == F_GEMM_BF16 ? 2 : 1, Kb = l->Kp * es;
+    CUdeviceptr w = l->w, ws = l->scale, bias = l->bias, asp = l->scale ? as : 0;
+    void *args[] = {&a, &w, &M, (void *)&l->N, &Kb, &asp, &ws, &bias, &out_mode, &out, &ldo};
+    return launch(g, fn, (l->N + 63) / 64, (M + 63) / 64, 1, 128, args);
+}
+
+static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, const int *pos, const unsigned char *want) {
+    gpu_state *g = m->gpu;
+    const w8a8_config *c = &m->cfg;
+    int D = c->dim, H = c->hidden_dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, ctx = m->max_ctx;
+    int qd = nh * hd, kvd = nkv * hd, mode = g->act_mode, rc = 0, maxpos = 0, n_out = 0, rows[4096];
+    float eps = c->norm_eps, no_scale = 0.0f;
+    CUdeviceptr null = 0;
+    for (int i = 0; i < n; i++) { if (pos[i] > maxpos) maxpos = pos[i]; if (want[i]) rows[n_out++] = i; }
+    int splits = (maxpos + ATTN_CHUNK) / ATTN_CHUNK, chunk = ATTN_CHUNK;
+    cu.CtxSetCurrent(g->ctx);
+    CUresult r;
+    if ((r = cu.MemcpyHtoDAsync(g->tok, tok, sizeof(int) * n, g->stream)) || (r = cu.MemcpyHtoDAsync(g->seq, seq, sizeof(int) * n, g->stream)) ||
+        (r = cu.MemcpyHtoDAsync(g->pos, pos, sizeof(int) * n, g->stream)) || (r = cu.MemcpyHtoDAsync(g->rows, rows, sizeof(int) * n_out, g->stream)))
+        return fail(W8A8_ERR_GPU, "copying a batch to the GPU: %s", cu_str(r));
+    void *a_embed[] = {&g->tok, &g->embd, &D, &g->Dp, &g->x};
+    if ((rc = launch(g, F_EMBED, n, 1, 1, 256, a_embed))) return rc;
+    size_t layer_kv = (size_t)m->max_batch * ctx * kvd * 2;
+    for (uint32_t l = 0; l < c->n_layers && !rc; l++) {
+        glayer *L = &g->layers[l];
+        CUdeviceptr kc = g->k_cache + l * layer_kv, vc = g->v_cache + l * layer_kv;
+        int Kq = L->qkv.Kp, Ko = L->o.Kp, K13 = L->w13.Kp, K2 = L->w2.Kp;
+        float s_qkv = L->qkv.in_scale, s_o = L->o.in_scale, s_13 = L->w13.in_scale, s_2 = L->w2.in_scale;
+        void *a_n1[] = {&g->x, &null, &L->attn_norm, &eps, &D, &Kq, &mode, &s_qkv, &g->act, &g->act_s};
+        void *a_rope[] = {&g->qkv, &g->pos, &g->seq, &g->rope_cos, &g->rope_sin, &nh, &nkv, &hd, &L->q_norm, &L->k_norm, &eps, &kc, &vc, &ctx};
+        void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &chunk, &g->part_o, &g->part_ml};
+        void *a_comb[] = {&g->part_o, &g->part_ml, &splits, &nh, &hd, &g->att};
+        void *a_q[] = {&g->att, &qd, &Ko, &mode, &s_o, &g->act, &g->act_s};
+        void *a_n2[] = {&g->x, &null, &L->ffn_norm, &eps, &D, &K13, &mode, &s_13, &g->act, &g->act_s};
+        void *a_silu[] = {&g->h13, &H, &K2, &mode, &s_2, &g->act, &g->act_s};
+        (void)no_scale;
+        rc = launch(g, F_RMSNORM, n, 1, 1, 256, a_n1);
+        if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->qkv, n, 0, g->qkv, qd + 2 * kvd);
+        if (!rc) rc = launch(g, F_ROPE, n, 1, 1, 128, a_rope);
+        if (!rc) rc = launch(g, F_ATTN, n, nh, splits, 128, a_attn);
+        if (!rc) rc = launch(g, F_ATTN_COMBINE, n, nh, 1, 32, a_comb);
+        if (!rc) rc = launch(g, F_QUANT, n, 1, 1, 256, a_q);
+        if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->o, n, 1, g->x, D);
+        if (!rc) rc = launch(g, F_RMSNORM, n, 1, 1, 256, a_n2);
+        if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->w13, n, 0, g->h13, 2 * H);
+        if (!rc) rc = launch(g, F_SILU, n, 1, 1, 256, a_silu);
+        if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->w2, n, 1, g->x, D);
+    }
+    if (rc || !n_out) return rc;
+    int bf = 0, V = c->vocab_size;
+    void *a_fn[] = {&g->x, &g->rows, &g->out_norm, &eps, &D, &g->Dp, &bf, &no_scale, &g->xn, &null};
+    if ((rc = launch(g, F_RMSNORM, n_out, 1, 1, 256, a_fn))) return rc;
+    return gpu_gemm(g, F_GEMM_BF16, g->xn, 0, &g->head, n_out, 2, g->logits, V);
+}
+
+/* Waits for the GPU; a failed kernel shows up here. */
+static int gpu_sync(gpu_state *g) {
+    CUresult r = cu.StreamSynchronize(g->stream);
+    return r ? fail(W8A8_ERR_GPU, "a GPU kernel failed: %s", cu_str(r)) : W8A8_OK;
+}
 
 /* =========================================================================================================
  * 6. Forward pass: batches of rows through whichever backend runs the model
  * ======================================================================================================= */
 static int forward(w8a8_model *m, int n, const int *tok, const int *seq, const int *pos, const unsigned char *want) {
-    return cpu_forward(m, n, tok, seq, pos, want);
+    return m->gpu ? gpu_forward(m, n, tok, seq, pos, want) : cpu_forward(m, n, tok, seq, pos, want);
 }
 
-/* Row k of the last forward's logits becomes sequence seq's current logits. */
-static void keep_logits(w8a8_model *m, int k, int seq) {
+/* Row k of the last forward's logits becomes sequence seq's current logits. On the GPU they stay there
+ * until asked for (w8a8_logits copies them back; greedy sampling takes the argmax on the GPU). */
+static int keep_logits(w8a8_model *m, int k, int seq) {
     size_t V = m->cfg.vocab_size;
+    if (m->gpu) {
+        gpu_state *g = m->gpu;
+        CUresult r = cu.MemcpyDtoDAsync(g->seq_logits + sizeof(float) * V * seq, g->logits + sizeof(float) * V * k, sizeof(float) * V, g->stream);
+        m->logits_ready[seq] = 2;   /* on the GPU */
+        return r ? fail(W8A8_ERR_GPU, "copying logits: %s", cu_str(r)) : W8A8_OK;
+    }
     memcpy(m->logits + (size_t)seq * V, m->cpu->out + (size_t)k * V, V * sizeof(float));
     m->logits_ready[seq] = 1;
+    return W8A8_OK;
+}
+
+/* Copies rows [0, k) of the last forward's logits to the host. */
+static int fetch_logits(w8a8_model *m, int k, float *dst) {
+    size_t bytes = sizeof(float) * m->cfg.vocab_size * k;
+    if (!m->gpu) { memcpy(dst, m->cpu->out, bytes); return W8A8_OK; }
+    int rc = gpu_sync(m->gpu);
+    CUresult r = rc ? 0 : cu.MemcpyDtoH(dst, m->gpu->logits, bytes);
+    return rc ? rc : r ? fail(W8A8_ERR_GPU, "copying logits back: %s", cu_str(r)) : W8A8_OK;
 }
 
 /* =========================================================================================================
@@ -1415,6 +1835,7 @@ int w8a8_on_gpu(const w8a8_model *m) { return m && m->gpu; }
 int w8a8_context_of(const w8a8_model *m) { return m ? m->max_ctx : 0; }
 const char *w8a8_fallback_reason(const w8a8_model *m) { return m && !m->gpu ? m->fallback : ""; }
 const char *w8a8_chat_template(const w8a8_model *m) { return m && m->chat_tmpl ? m->chat_tmpl : ""; }
+const char *w8a8_backend_info(const w8a8_model *m) { return m && m->gpu ? m->gpu->info : ""; }
 const char *w8a8_device_name(const w8a8_model *m) { return !m ? "" : m->gpu ? gpu_name(m->gpu) : "CPU reference"; }
 
 int w8a8_tokenize(w8a8_model *m, const char *text, int add_bos, int *ids, int max_ids, int *n_ids) {
@@ -1480,8 +1901,6 @@ static int check_tokens(const w8a8_model *m, const int *ids, int n) {
     return W8A8_OK;
 }
 
-#define FEED_CHUNK 256
-
 /* Feeds ids to one sequence in chunks; all_logits (n_all rows) receives every row's logits if not NULL. */
 static int feed_rows(w8a8_model *m, int seq, const int *ids, int n, float *all_logits) {
     int rc = check_seq(m, seq);
@@ -1499,9 +1918,9 @@ static int feed_rows(w8a8_model *m, int seq, const int *ids, int n, float *all_l
         m->logits_ready[seq] = 0;
         if ((rc = forward(m, k, ids + done, seqs, pos, want))) return rc;
         m->seq_len[seq] += k;
-        if (all_logits) memcpy(all_logits + (size_t)done * m->cfg.vocab_size, m->cpu->out, sizeof(float) * k * m->cfg.vocab_size);
+        if (all_logits && (rc = fetch_logits(m, k, all_logits + (size_t)done * m->cfg.vocab_size))) return rc;
         done += k;
-        if (done == n) keep_logits(m, all_logits ? k - 1 : 0, seq);
+        if (done == n && (rc = keep_logits(m, all_logits ? k - 1 : 0, seq))) return rc;
     }
     return W8A8_OK;
 }
@@ -1524,7 +1943,8 @@ int w8a8_step(w8a8_model *m, int n_seqs, const int *seqs, const int *ids) {
         want[i] = 1;
     }
     if ((rc = forward(m, n_seqs, ids, seqs, pos, want))) return rc;
-    for (int i = 0; i < n_seqs; i++) { m->seq_len[seqs[i]]++; keep_logits(m, i, seqs[i]); }
+    for (int i = 0; i < n_seqs; i++) m->seq_len[seqs[i]]++;
+    for (int i = 0; i < n_seqs; i++) if ((rc = keep_logits(m, i, seqs[i]))) return rc;
     return W8A8_OK;
 }
 
@@ -1533,13 +1953,33 @@ int w8a8_logits(w8a8_model *m, int seq, const float **logits) {
     if (rc) return rc;
     if (!logits) return fail(W8A8_ERR_ARG, "NULL argument");
     if (!m->logits_ready[seq]) return fail(W8A8_ERR_ARG, "sequence %d has no logits yet (feed it first)", seq);
-    *logits = m->logits + (size_t)seq * m->cfg.vocab_size;
+    size_t V = m->cfg.vocab_size;
+    if (m->logits_ready[seq] == 2) {   /* still on the GPU */
+        gpu_state *g = m->gpu;
+        if ((rc = gpu_sync(g))) return rc;
+        CUresult r = cu.MemcpyDtoH(m->logits + V * seq, g->seq_logits + sizeof(float) * V * seq, sizeof(float) * V);
+        if (r) return fail(W8A8_ERR_GPU, "copying logits back: %s", cu_str(r));
+        m->logits_ready[seq] = 1;
+    }
+    *logits = m->logits + V * seq;
     return W8A8_OK;
 }
 
 int w8a8_sample(w8a8_model *m, int seq, w8a8_sampler *s, int *token) {
     const float *lg = NULL;
-    int rc = w8a8_logits(m, seq, &lg);
+    int rc = check_seq(m, seq);
+    if (rc) return rc;
+    if (s && token && s->temperature == 0.0f && m->logits_ready[seq] == 2) {   /* greedy on the GPU: 4 bytes back */
+        gpu_state *g = m->gpu;
+        CUdeviceptr row = g->seq_logits + sizeof(float) * m->cfg.vocab_size * seq, out = g->argmax;
+        int V = m->cfg.vocab_size;
+        void *args[] = {&row, &V, &out};
+        CUresult r;
+        if ((rc = launch(g, F_ARGMAX, 1, 1, 1, 1024, args)) || (rc = gpu_sync(g))) return rc;
+        if ((r = cu.MemcpyDtoH(token, out, sizeof(int)))) return fail(W8A8_ERR_GPU, "copying a token back: %s", cu_str(r));
+        return W8A8_OK;
+    }
+    rc = w8a8_logits(m, seq, &lg);
     return rc ? rc : w8a8_sample_logits(lg, m->cfg.vocab_size, s, token);
 }
 

@@ -174,6 +174,7 @@ int w8a8_context_of(const w8a8_model *m);                   /* positions each se
 int w8a8_on_gpu(const w8a8_model *m);                       /* 1 if the GPU backend runs this model */
 const char *w8a8_device_name(const w8a8_model *m);          /* "CPU reference" or the GPU's name */
 const char *w8a8_fallback_reason(const w8a8_model *m);      /* why the CPU runs it; "" on the GPU */
+const char *w8a8_backend_info(const w8a8_model *m);         /* GPU: how the kernels were obtained (compiled/cached) */
 const char *w8a8_scheme_name(uint32_t scheme);              /* "f32", "bf16", "fp8", "int8" */
 const char *w8a8_chat_template(const w8a8_model *m);       /* "" where the model has none */
 

@@ -2,7 +2,7 @@
  * Prints one line per check and closes with "N passed, N failed, N skipped". GPU checks skip, saying why,
  * where there is no GPU. */
 #define _GNU_SOURCE
-#include "../w8a8.h"
+#include "../w8a8.c"   /* the whole engine, so the GPU tests can reach each kernel and its CPU twin */
 #include "../tools/json.h"
 
 #include <math.h>
@@ -825,6 +825,8 @@ static void test_nvrtc(void) {
     }
 }
 
+#include "test_gpu.c"
+
 int main(int argc, char **argv) {
     const char *env = getenv("W8A8_SHARED");
     snprintf(SH, sizeof SH, "%s", env ? env : "../shared");
@@ -840,6 +842,7 @@ int main(int argc, char **argv) {
         {"656k", test_656k_coherent}, {"tokenizers", test_tokenizers}, {"quant", test_quantized_forward},
         {"ppl", test_perplexity}, {"bad", test_bad_files}, {"batch", test_batch}, {"sampling", test_sampling},
         {"misuse", test_api_misuse}, {"cli", test_cli}, {"example", test_example}, {"nvrtc", test_nvrtc},
+        {"gpu", test_gpu_kernels}, {"gpu-e2e", test_gpu_e2e}, {"gpu-batch", test_gpu_batch}, {"gpu-cache", test_gpu_cache},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
         if (only && strcmp(only, tests[i].name)) continue;

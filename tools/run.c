@@ -231,6 +231,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!w8a8_on_gpu(m)) fprintf(stderr, "run: no GPU in use (%s): running the CPU reference\n", w8a8_fallback_reason(m));
+    const char *bi = w8a8_backend_info(m);   /* says once how long compiling the kernels took */
+    if (bi[0] && (opt.verbose || strstr(bi, "compiled"))) fprintf(stderr, "run: %s\n", bi);
     ctx = w8a8_context_of(m);
     fprintf(stderr, "run: %s, scheme %s, context %d\n", w8a8_device_name(m), w8a8_scheme_name(c->scheme), ctx);
     if (ppl) { int rc = perplexity(m, ppl, ctx); w8a8_close(m); return rc; }

@@ -1,0 +1,410 @@
+/* GPU tests (included by test_main.c, which includes w8a8.c): every kernel against its CPU twin on fresh
+ * random inputs (never zeros) with outputs poisoned first; the whole model GPU against CPU; batches; the
+ * kernel cache. Each skips, saying why, where there is no GPU. */
+
+static char gpu_skip_why[1100];
+
+static w8a8_model *open_gpu(const char *p, int batch) {
+    w8a8_options o = w8a8_default_options();
+    o.require_gpu = 1;
+    o.max_batch = batch;
+    w8a8_model *m = NULL;
+    if (!p || w8a8_open(&m, p, &o)) { snprintf(gpu_skip_why, sizeof gpu_skip_why, "no GPU: %s", w8a8_error()); return NULL; }
+    return m;
+}
+static int have_gpu(void) {
+    if (cuda_load()) { snprintf(gpu_skip_why, sizeof gpu_skip_why, "no GPU: %s", w8a8_error()); return 0; }
+    return 1;
+}
+
+static uint64_t trng = 0x853c49e6748fea9bull;
+static float urand(void) {   /* uniform in [-1, 1) */
+    trng = trng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((trng >> 40) / 8388608.0 - 1.0);
+}
+static float nrand(void) { float s = 0; for (int i = 0; i < 4; i++) s += urand(); return s * 0.866f; }
+
+static CUdeviceptr dev_from(gpu_state *g, const void *src, size_t n) {
+    CUdeviceptr p;
+    if (gpu_alloc(g, &p, n, "a test buffer")) return 0;
+    if (src) cu.MemcpyHtoD(p, src, n);
+    else cu.MemsetD8(p, 0xff, n);   /* poison: every byte 0xff (NaN in fp32 and bf16) */
+    return p;
+}
+static void dev_to(gpu_state *g, void *dst, CUdeviceptr p, size_t n) {
+    cu.StreamSynchronize(g->stream);
+    cu.MemcpyDtoH(dst, p, n);
+}
+
+/* Codes that differ: none may be more than one step apart, and at most a few may differ at all (each a
+ * value on the other side of a rounding boundary because a sum was added up in another order). */
+static int code_step(int mode, const void *a, const void *b, size_t i) {
+    if (mode == 0) { int x = ((const uint16_t *)a)[i], y = ((const uint16_t *)b)[i]; return abs(x - y); }
+    if (mode == 1) {
+        int x = ((const uint8_t *)a)[i], y = ((const uint8_t *)b)[i];
+        if ((x ^ y) & 0x80) return (x & 0x7f) || (y & 0x7f) ? 99 : 0;
+        return abs((x & 0x7f) - (y & 0x7f));
+    }
+    return abs(((const int8_t *)a)[i] - ((const int8_t *)b)[i]);
+}
+
+static void test_gpu_kernels(void) {
+    if (!have_gpu()) { skip("GPU kernels vs CPU reference", gpu_skip_why); return; }
+    w8a8_model *m = open_gpu(model("tinystories-656k", "fp8"), 1);
+    if (!m) { skip("GPU kernels vs CPU reference", gpu_skip_why); return; }
+    gpu_state *g = m->gpu;
+    const char *mode_name[] = {"bf16", "fp8", "int8"};
+    int fp8 = g->cc >= 89;
+
+    /* RMSNorm + quantization, three modes */
+    for (int mode = 0; mode < 3; mode++) {
+        if (mode == 1 && !fp8) continue;
+        int R = 37, D = 1000, Dp = 1024, es = mode ? 1 : 2;
+        float *x = malloc(sizeof(float) * R * D), *w = malloc(sizeof(float) * D), *xn = malloc(sizeof(float) * R * D), *q = malloc(sizeof(float) * R * D), *s = malloc(sizeof(float) * R), gs[64];
+        for (int i = 0; i < R * D; i++) x[i] = nrand() * (i % 97 == 0 ? 20 : 1);   /* with outliers */
+        for (int i = 0; i < D; i++) w[i] = 1 + 0.3f * urand();
+        CUdeviceptr dx = dev_from(g, x, sizeof(float) * R * D), dw = dev_from(g, w, sizeof(float) * D), dout = dev_from(g, NULL, (size_t)R * Dp * es), ds = dev_from(g, NULL, sizeof(float) * R), null = 0;
+        float eps = 1e-5f, st = 0;
+        void *args[] = {&dx, &null, &dw, &eps, &D, &Dp, &mode, &st, &dout, &ds};
+        launch(g, F_RMSNORM, R, 1, 1, 256, args);
+        unsigned char *got = malloc((size_t)R * Dp * es), *want = malloc((size_t)R * Dp * es);
+        dev_to(g, got, dout, (size_t)R * Dp * es);
+        dev_to(g, gs, ds, sizeof(float) * R);
+        for (int r = 0; r < R; r++) rmsnorm(xn + r * D, x + r * D, w, D, eps);
+        quantize_rows(mode == 0 ? W8A8_BF16 : mode == 1 ? W8A8_FP8 : W8A8_INT8, 0, xn, R, D, q, s);
+        int diff = 0, far = 0, pad = 0;
+        double sdiff = 0;
+        for (int r = 0; r < R; r++) {
+            for (int j = 0; j < Dp; j++) {
+                size_t i = (size_t)r * Dp + j;
+                float v = j < D ? q[r * D + j] : 0;
+                if (mode == 0) ((uint16_t *)want)[i] = w8a8_bf16_from_float(v);
+                else if (mode == 1) want[i] = j < D ? w8a8_fp8_from_float(xn[r * D + j] / s[r]) : 0;
+                else ((int8_t *)want)[i] = (int8_t)v;
+                int st_ = code_step(mode, got, want, i);
+                diff += st_ != 0; far += st_ > 1; pad += j >= D && st_ != 0;
+            }
+            if (mode) sdiff = fmax(sdiff, fabs(gs[r] / s[r] - 1));
+        }
+        result(far == 0 && pad == 0 && diff <= R * D / 200 && sdiff < 1e-5, path("GPU rmsnorm_quant (%s) == CPU rmsnorm + quantize_rows", mode_name[mode]),
+               "%d x %d: %d codes one step off (bound %d), scales within %.1e", R, D, diff, R * D / 200, sdiff);
+        free(x); free(w); free(xn); free(q); free(s); free(got); free(want);
+    }
+
+    /* GEMM, each type, ragged shapes, three epilogues */
+    int shapes[][3] = {{1, 64, 64}, {5, 100, 172}, {64, 128, 256}, {130, 200, 320}, {256, 520, 1024}};
+    for (int type = 0; type < 3; type++) {
+        if (type == 1 && !fp8) continue;
+        int fn = type == 0 ? F_GEMM_BF16 : type == 1 ? F_GEMM_E4M3 : F_GEMM_S8, es = type == 0 ? 2 : 1, bad = 0;
+        double worst = 0;
+        for (int sh_ = 0; sh_ < 5; sh_++) {
+            int M = shapes[sh_][0], N = shapes[sh_][1], K = shapes[sh_][2], Kp = round64(K);
+            unsigned char *A = calloc((size_t)M * Kp, es), *Wt = calloc((size_t)N * Kp, es);
+            float *av = malloc(sizeof(float) * M * K), *wv = malloc(sizeof(float) * N * K), *sa = malloc(sizeof(float) * M),
+                  *sw = malloc(sizeof(float) * N), *bias = malloc(sizeof(float) * N), *got = malloc(sizeof(float) * M * N), *x0 = malloc(sizeof(float) * M * N);
+            for (int pass = 0; pass < 2; pass++)
+                for (int i = 0; i < (pass ? N : M) * K; i++) {
+                    int r = i / K, k = i % K;
+                    unsigned char *dst = pass ? Wt : A;
+                    float *val = pass ? wv : av;
+                    size_t o = (size_t)r * Kp + k;
+                    float v = nrand();
+                    if (type == 0) { uint16_t b = w8a8_bf16_from_float(v); memcpy(dst + 2 * o, &b, 2); val[i] = w8a8_bf16_to_float(b); }
+                    else if (type == 1) { uint8_t b = w8a8_fp8_from_float(v * 100); dst[o] = b; val[i] = w8a8_fp8_to_float(b); }
+                    else { int8_t b = (int8_t)(urand() * 127.99f); dst[o] = (uint8_t)b; val[i] = b; }
+                }
+            for (int i = 0; i < M; i++) sa[i] = 0.01f + fabsf(urand());
+            for (int i = 0; i < N; i++) { sw[i] = 0.01f + fabsf(urand()); bias[i] = urand(); }
+            for (int i = 0; i < M * N; i++) x0[i] = urand();
+            glinear gl = {.N = N, .K = K, .Kp = Kp};
+            CUdeviceptr dA = dev_from(g, A, (size_t)M * Kp * es), dsa = dev_from(g, sa, sizeof(float) * M);
+            gl.w = dev_from(g, Wt, (size_t)N * Kp * es);
+            gl.scale = type ? dev_from(g, sw, sizeof(float) * N) : 0;
+            for (int out_mode = 0; out_mode < 3; out_mode++) {
+                gl.bias = out_mode == 1 ? dev_from(g, bias, sizeof(float) * N) : 0;
+                CUdeviceptr dout = out_mode == 1 ? dev_from(g, x0, sizeof(float) * M * N) : dev_from(g, NULL, sizeof(float) * M * N);
+                gpu_gemm(g, fn, dA, dsa, &gl, M, out_mode, dout, N);
+                if (out_mode == 0) {
+                    uint16_t *b16 = (uint16_t *)got;
+                    dev_to(g, b16, dout, 2 * M * N);
+                    for (int i = M * N - 1; i >= 0; i--) got[i] = w8a8_bf16_to_float(b16[i]);
+                } else dev_to(g, got, dout, sizeof(float) * M * N);
+                for (int r = 0; r < M; r++)
+                    for (int n = 0; n < N; n++) {
+                        double acc = 0, mag = 0;
+                        for (int k = 0; k < K; k++) { acc += (double)av[r * K + k] * wv[n * K + k]; mag += fabs((double)av[r * K + k] * wv[n * K + k]); }
+                        float v = (float)acc, sc = 1;
+                        if (type) { v = v * sa[r] * sw[n]; sc = sa[r] * sw[n]; }
+                        if (out_mode == 1) v = x0[r * N + n] + (v + bias[n]);
+                        float gv = got[r * N + n];
+                        /* fp32 sums in another order: a few ulps of the sum of |products|; bf16 output adds its rounding */
+                        double tol = (type == 2 ? 0 : 4e-6 * mag * sc) + (out_mode == 0 ? fabs(v) / 256 : 0) + (out_mode == 1 ? 1e-6 * fabs(v) : 0);
+                        double err = fabs((double)gv - v);
+                        if (!(err <= tol)) { if (bad++ < 3) printf("  %s M%d N%d K%d mode %d: [%d,%d] %g vs %g\n", mode_name[type], M, N, K, out_mode, r, n, gv, v); }
+                        if (mag > 0 && out_mode == 2) worst = fmax(worst, err / (mag * sc));
+                    }
+            }
+            free(A); free(Wt); free(av); free(wv); free(sa); free(sw); free(bias); free(got); free(x0);
+        }
+        result(!bad, path("GPU gemm_%s (mma.sync) == CPU at M 1..256, ragged N and K, bf16/add/fp32 epilogues", type == 0 ? "bf16" : type == 1 ? "e4m3" : "s8"),
+               "%d wrong; worst |err| / sum|a w| = %.1e%s", bad, worst, type == 2 ? " (int8: exact)" : "");
+    }
+
+    /* RoPE + KV write, with and without q/k norm */
+    for (int qkn = 0; qkn < 2; qkn++) {
+        int R = 9, nh = 4, nkv = 2, hd = 64, ctx = 64, B = 3, qkvd = (nh + 2 * nkv) * hd, kvd = nkv * hd, half = hd / 2;
+        uint16_t *qkv = malloc(2 * R * qkvd), *got = malloc(2 * R * qkvd), *kcg = malloc(2 * B * ctx * kvd), *vcg = malloc(2 * B * ctx * kvd);
+        float *cs = malloc(sizeof(float) * ctx * half), *sn = malloc(sizeof(float) * ctx * half), qn[64], kn[64], *row = malloc(sizeof(float) * qkvd);
+        int pos[9], seq[9];
+        for (int i = 0; i < R * qkvd; i++) qkv[i] = w8a8_bf16_from_float(nrand());
+        for (int i = 0; i < R; i++) { pos[i] = (i * 7 + 3) % ctx; seq[i] = i % B; }
+        for (int i = 0; i < half; i++) for (int p = 0; p < ctx; p++) {
+            float f = 1.0f / powf(500000.0f, (float)(2 * i) / hd);
+            cs[p * half + i] = cosf(p * f); sn[p * half + i] = sinf(p * f);
+        }
+        for (int i = 0; i < hd; i++) { qn[i] = 1 + 0.2f * urand(); kn[i] = 1 + 0.2f * urand(); }
+        CUdeviceptr dq = dev_from(g, qkv, 2 * R * qkvd), dp = dev_from(g, pos, sizeof pos), ds = dev_from(g, seq, sizeof seq),
+                    dc = dev_from(g, cs, sizeof(float) * ctx * half), dsn = dev_from(g, sn, sizeof(float) * ctx * half),
+                    dqn = qkn ? dev_from(g, qn, sizeof qn) : 0, dkn = qkn ? dev_from(g, kn, sizeof kn) : 0,
+                    dkc = dev_from(g, NULL, 2 * B * ctx * kvd), dvc = dev_from(g, NULL, 2 * B * ctx * kvd);
+        float eps = 1e-6f;
+        void *args[] = {&dq, &dp, &ds, &dc, &dsn, &nh, &nkv, &hd, &dqn, &dkn, &eps, &dkc, &dvc, &ctx};
+        launch(g, F_ROPE, R, 1, 1, 128, args);
+        dev_to(g, got, dq, 2 * R * qkvd);
+        dev_to(g, kcg, dkc, 2 * B * ctx * kvd);
+        dev_to(g, vcg, dvc, 2 * B * ctx * kvd);
+        int diff = 0, far = 0, n = 0;
+        for (int r = 0; r < R; r++) {
+            for (int j = 0; j < qkvd; j++) row[j] = w8a8_bf16_to_float(qkv[r * qkvd + j]);
+            if (qkn) {
+                for (int h = 0; h < nh; h++) rmsnorm(row + h * hd, row + h * hd, qn, hd, eps);
+                for (int h = 0; h < nkv; h++) rmsnorm(row + (nh + h) * hd, row + (nh + h) * hd, kn, hd, eps);
+            }
+            rope_rotate(row, nh + nkv, hd, cs + pos[r] * half, sn + pos[r] * half);
+            for (int j = 0; j < qkvd; j++) {
+                uint16_t want = j < (nh + nkv) * hd ? w8a8_bf16_from_float(row[j]) : qkv[r * qkvd + j];
+                uint16_t have = j < nh * hd ? got[r * qkvd + j]
+                              : j < (nh + nkv) * hd ? kcg[((size_t)seq[r] * ctx + pos[r]) * kvd + j - nh * hd]
+                                                    : vcg[((size_t)seq[r] * ctx + pos[r]) * kvd + j - (nh + nkv) * hd];
+                int d = abs((int)want - (int)have);
+                diff += d != 0; far += d > 1; n++;
+            }
+        }
+        /* without the norm the same fp32 operations run in the same order: bit-exact */
+        result(far == 0 && (qkn ? diff <= n / 100 : diff == 0), path("GPU rope_kv%s == CPU (q rotated in place, k and v in the cache)", qkn ? " with q/k norm" : ""),
+               "%d of %d bf16 values one step off", diff, n);
+        free(qkv); free(got); free(kcg); free(vcg); free(cs); free(sn); free(row);
+    }
+
+    /* attention over several splits, GQA, head dims 8, 64, 128 */
+    int hds[] = {8, 64, 128};
+    for (int hi = 0; hi < 3; hi++) {
+        int hd = hds[hi], nh = 8, nkv = 2, ctx = 700, B = 2, R = 5, qkvd = (nh + 2 * nkv) * hd, kvd = nkv * hd, chunk = 256;
+        int pos[5] = {0, 1, 255, 256, 699}, seq[5] = {0, 1, 1, 0, 1}, splits = (699 + chunk) / chunk;
+        uint16_t *qkv = malloc(2 * R * qkvd), *kc = malloc(2 * (size_t)B * ctx * kvd), *vc = malloc(2 * (size_t)B * ctx * kvd);
+        float *got = malloc(sizeof(float) * R * nh * hd);
+        for (int i = 0; i < R * qkvd; i++) qkv[i] = w8a8_bf16_from_float(nrand());
+        for (size_t i = 0; i < (size_t)B * ctx * kvd; i++) { kc[i] = w8a8_bf16_from_float(nrand()); vc[i] = w8a8_bf16_from_float(nrand()); }
+        CUdeviceptr dq = dev_from(g, qkv, 2 * R * qkvd), dp = dev_from(g, pos, sizeof pos), ds = dev_from(g, seq, sizeof seq),
+                    dk = dev_from(g, kc, 2 * (size_t)B * ctx * kvd), dv = dev_from(g, vc, 2 * (size_t)B * ctx * kvd),
+                    dpo = dev_from(g, NULL, sizeof(float) * R * nh * splits * hd), dml = dev_from(g, NULL, sizeof(float) * 2 * R * nh * splits),
+                    dout = dev_from(g, NULL, sizeof(float) * R * nh * hd);
+        void *a1[] = {&dq, &dp, &ds, &dk, &dv, &ctx, &nh, &nkv, &hd, &chunk, &dpo, &dml};
+        void *a2[] = {&dpo, &dml, &splits, &nh, &hd, &dout};
+        launch(g, F_ATTN, R, nh, splits, 128, a1);
+        launch(g, F_ATTN_COMBINE, R, nh, 1, 32, a2);
+        dev_to(g, got, dout, sizeof(float) * R * nh * hd);
+        double md = 0, ma = 0;
+        for (int r = 0; r < R; r++)
+            for (int h = 0; h < nh; h++) {
+                int kvh = h / (nh / nkv);
+                double *att = malloc(sizeof(double) * (pos[r] + 1)), mx = -1e300, sum = 0;
+                for (int t = 0; t <= pos[r]; t++) {
+                    double s = 0;
+                    for (int i = 0; i < hd; i++) s += (double)w8a8_bf16_to_float(qkv[r * qkvd + h * hd + i]) * w8a8_bf16_to_float(kc[((size_t)seq[r] * ctx + t) * kvd + kvh * hd + i]);
+                    att[t] = s / sqrt(hd);
+                    mx = fmax(mx, att[t]);
+                }
+                for (int t = 0; t <= pos[r]; t++) sum += att[t] = exp(att[t] - mx);
+                for (int i = 0; i < hd; i++) {
+                    double o = 0;
+                    for (int t = 0; t <= pos[r]; t++) o += att[t] / sum * w8a8_bf16_to_float(vc[((size_t)seq[r] * ctx + t) * kvd + kvh * hd + i]);
+                    float gv = got[(r * nh + h) * hd + i];
+                    md = isnan(gv) ? 1e9 : fmax(md, fabs(gv - o));
+                    ma = fmax(ma, fabs(o));
+                }
+                free(att);
+            }
+        result(md <= 1e-5 * ma, path("GPU attention (split over the sequence, GQA, head dim %d) == double reference", hd),
+               "positions up to 699 in %d splits: max |diff| %.1e (bound 1e-5 x %.2f)", splits, md, ma);
+        free(qkv); free(kc); free(vc); free(got);
+    }
+
+    /* quantize_rows and silu_mul_quant */
+    for (int mode = 0; mode < 3; mode++) {
+        if (mode == 1 && !fp8) continue;
+        int R = 11, K = 300, Kp = 320, es = mode ? 1 : 2, diff = 0, far = 0;
+        float *in = malloc(sizeof(float) * R * K), *hv = malloc(sizeof(float) * R * K), *q = malloc(sizeof(float) * R * K), *s = malloc(sizeof(float) * R);
+        uint16_t *h13 = malloc(2 * R * 2 * K);
+        for (int i = 0; i < R * K; i++) in[i] = nrand() * 3;
+        for (int i = 0; i < R * 2 * K; i++) h13[i] = w8a8_bf16_from_float(nrand() * 2);
+        for (int r = 0; r < R; r++) for (int j = 0; j < K; j++) {
+            float gv = w8a8_bf16_to_float(h13[r * 2 * K + j]), uv = w8a8_bf16_to_float(h13[r * 2 * K + K + j]);
+            hv[r * K + j] = silu(gv) * uv;
+        }
+        unsigned char *got = malloc((size_t)R * Kp * es), *want = malloc((size_t)R * Kp * es);
+        for (int which = 0; which < 2; which++) {
+            const float *src = which ? hv : in;
+            CUdeviceptr din = which ? dev_from(g, h13, 2 * R * 2 * K) : dev_from(g, in, sizeof(float) * R * K),
+                        dout = dev_from(g, NULL, (size_t)R * Kp * es), ds = dev_from(g, NULL, sizeof(float) * R);
+            float st = 0;
+            void *args[] = {&din, &K, &Kp, &mode, &st, &dout, &ds};
+            launch(g, which ? F_SILU : F_QUANT, R, 1, 1, 256, args);
+            dev_to(g, got, dout, (size_t)R * Kp * es);
+            quantize_rows(mode == 0 ? W8A8_BF16 : mode == 1 ? W8A8_FP8 : W8A8_INT8, 0, src, R, K, q, s);
+            for (int r = 0; r < R; r++) for (int j = 0; j < Kp; j++) {
+                size_t i = (size_t)r * Kp + j;
+                if (mode == 0) ((uint16_t *)want)[i] = j < K ? w8a8_bf16_from_float(q[r * K + j]) : 0;
+                else if (mode == 1) want[i] = j < K ? w8a8_fp8_from_float(src[r * K + j] / s[r]) : 0;
+                else ((int8_t *)want)[i] = j < K ? (int8_t)q[r * K + j] : 0;
+                int d = code_step(mode, got, want, i);
+                diff += d != 0; far += d > 1;
+            }
+        }
+        /* quantize_rows is bit-exact; silu uses expf, whose GPU and glibc versions may differ by an ulp */
+        result(far == 0 && diff <= R * K / 100, path("GPU quantize_rows and silu_mul_quant (%s) == CPU", mode_name[mode]), "%d codes one step off", diff);
+        free(in); free(hv); free(q); free(s); free(h13); free(got); free(want);
+    }
+
+    /* argmax: the first of equal maxima */
+    {
+        int V = 50000, out = -1;
+        float *lg = malloc(sizeof(float) * V);
+        for (int i = 0; i < V; i++) lg[i] = nrand();
+        lg[31337] = 9; lg[40000] = 9;
+        CUdeviceptr dl = dev_from(g, lg, sizeof(float) * V), dout = dev_from(g, NULL, sizeof(int));
+        void *args[] = {&dl, &V, &dout};
+        launch(g, F_ARGMAX, 1, 1, 1, 1024, args);
+        dev_to(g, &out, dout, sizeof(int));
+        result(out == 31337, "GPU argmax_rows: the first maximum, as the CPU's argmax", "got %d", out);
+        free(lg);
+    }
+    result(gpu_sync(g) == 0, "GPU kernels: no launch or execution error", "%s", w8a8_error());
+    w8a8_close(m);
+}
+
+/* the whole model: GPU against the CPU reference on the same file */
+static void test_gpu_e2e(void) {
+    if (!have_gpu()) { skip("GPU end to end", gpu_skip_why); return; }
+    const char *names[] = {"stories260K", "tinystories-656k"}, *schemes[] = {"bf16", "fp8", "int8"};
+    const double bound[] = {1e-2, 2e-2, 1e-2};
+    size_t len;
+    char *text = slurp(path("%s/corpus/tinystories-dev.txt", SH), &len);
+    if (len > 32768) text[32768] = 0;
+    for (int k = 0; k < 2; k++)
+        for (int s = 0; s < 3; s++) {
+            const char *p = model(names[k], schemes[s]);
+            w8a8_model *c = open_cpu(p, 1), *gm = open_gpu(p, 1);
+            if (!gm) { skip(path("GPU end to end %s %s", names[k], schemes[s]), gpu_skip_why); w8a8_close(c); continue; }
+            char *tc = generate_text(c, "", 200), *tg = generate_text(gm, "", 200);
+            int same = !strcmp(tc, tg), at = 0;
+            while (tc[at] && tc[at] == tg[at]) at++;
+            result(same, path("GPU == CPU %s %s: greedy 200 tokens from BOS, identical text", names[k], schemes[s]), "%s",
+                   same ? "" : path("first difference at byte %d: \"%.40s\" vs \"%.40s\"", at, tc + at, tg + at));
+            /* last-position logits of a prompt */
+            int ids[128], n, sc, sg;
+            const float *lc, *lg;
+            w8a8_tokenize(c, "Once upon a time, a little boy named Tom went to the park with his dog. They", 1, ids, 128, &n);
+            w8a8_seq_start(c, &sc); w8a8_seq_start(gm, &sg);
+            w8a8_feed(c, sc, ids, n); w8a8_feed(gm, sg, ids, n);
+            w8a8_logits(c, sc, &lc); w8a8_logits(gm, sg, &lg);
+            double md = 0, ma = 0;
+            for (uint32_t v = 0; v < w8a8_config_of(c)->vocab_size; v++) { md = isnan(lg[v]) ? 1e9 : fmax(md, fabs(lc[v] - lg[v])); ma = fmax(ma, fabs(lc[v])); }
+            result(md <= bound[s] * ma, path("GPU == CPU %s %s: last-position logits", names[k], schemes[s]), "%d tokens, max |diff| %.2e = %.1e x max |logit| (bound %.0e)", n, md, md / ma, bound[s]);
+            w8a8_seq_end(c, sc); w8a8_seq_end(gm, sg);
+            /* perplexity on the same windows */
+            double ppl[2];
+            for (int b = 0; b < 2; b++) {
+                w8a8_model *mm = b ? gm : c;
+                int *tk = malloc(sizeof(int) * (strlen(text) + 8)), nt, seq, ctx = 256, win = ctx - 1, scored = 0, k2, buf[256];
+                double nll = 0, sn;
+                w8a8_tokenize(mm, text, 0, tk, (int)strlen(text) + 8, &nt);
+                w8a8_seq_start(mm, &seq);
+                for (int w = 0; (w + 1) * win <= nt; w++) {
+                    buf[0] = w8a8_config_of(mm)->bos_id;
+                    memcpy(buf + 1, tk + w * win, sizeof(int) * win);
+                    if (w8a8_score(mm, seq, buf, ctx, &sn, &k2)) break;
+                    nll += sn; scored += k2;
+                }
+                ppl[b] = exp(nll / scored);
+                free(tk);
+            }
+            result(fabs(ppl[1] / ppl[0] - 1) <= 1e-3, path("GPU == CPU %s %s: perplexity within 0.1 %%", names[k], schemes[s]), "CPU %.4f, GPU %.4f (%+.3f %%)",
+                   ppl[0], ppl[1], 100 * (ppl[1] / ppl[0] - 1));
+            free(tc); free(tg);
+            w8a8_close(c); w8a8_close(gm);
+        }
+    free(text);
+}
+
+/* 8 sequences of different lengths in one batch give what each gives alone */
+static void test_gpu_batch(void) {
+    if (!have_gpu()) { skip("GPU batch", gpu_skip_why); return; }
+    const char *schemes[] = {"bf16", "fp8", "int8"};
+    for (int s = 0; s < 3; s++) {
+        const char *p = model("tinystories-656k", schemes[s]);
+        w8a8_model *mb = open_gpu(p, 8), *m1 = open_gpu(p, 1);
+        if (!mb || !m1) { skip(path("GPU batch %s", schemes[s]), gpu_skip_why); w8a8_close(mb); w8a8_close(m1); continue; }
+        int seqs[8], ids[8][128], n[8], ok = 1;
+        double md = 0;
+        for (int i = 0; i < 8; i++) {
+            n[i] = 1 + i * 9;   /* 1 .. 64 tokens */
+            ids[i][0] = w8a8_config_of(mb)->bos_id;
+            for (int j = 1; j < n[i]; j++) ids[i][j] = 3 + (i * 131 + j * 17) % 2000;
+            w8a8_seq_start(mb, &seqs[i]);
+            ok &= !w8a8_feed(mb, seqs[i], ids[i], n[i]);
+        }
+        for (int step = 0; step < 5; step++) {
+            int toks[8];
+            for (int i = 0; i < 8; i++) { toks[i] = 5 + (step * 37 + i * 11) % 1900; ids[i][n[i]++] = toks[i]; }
+            ok &= !w8a8_step(mb, 8, seqs, toks);
+        }
+        for (int i = 0; i < 8; i++) {
+            int sq;
+            const float *a, *b;
+            w8a8_seq_start(m1, &sq);
+            for (int j = 0; j < n[i]; j++) w8a8_feed(m1, sq, &ids[i][j], 1);   /* one token at a time */
+            w8a8_logits(m1, sq, &a);
+            w8a8_logits(mb, seqs[i], &b);
+            for (int v = 0; v < 2048; v++) md = fmax(md, fabs(a[v] - b[v]));
+            w8a8_seq_end(m1, sq);
+        }
+        result(ok && md == 0, path("GPU batch (%s): 8 sequences of 1..64 tokens, prefill then 5 batched steps == each alone, token by token", schemes[s]),
+               "max |diff| %.2e", md);
+        w8a8_close(mb); w8a8_close(m1);
+    }
+}
+
+/* the kernel cache: a second start loads without compiling; a corrupted entry is compiled again */
+static void test_gpu_cache(void) {
+    if (!have_gpu()) { skip("kernel cache", gpu_skip_why); return; }
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/kcache", OUT);
+    sh("rm -rf %s", dir);
+    setenv("W8A8_CACHE", dir, 1);
+    const char *p = model("stories260K", "int8");
+    char info[3][2100];
+    double t[3];
+    for (int i = 0; i < 3; i++) {
+        if (i == 2) sh("for f in %s/*.cubin; do head -c 1000 /dev/urandom > $f; done", dir);   /* corrupt it */
+        double t0 = now();
+        w8a8_model *m = open_gpu(p, 1);
+        t[i] = now() - t0;
+        snprintf(info[i], sizeof info[i], "%s", m ? w8a8_backend_info(m) : gpu_skip_why);
+        w8a8_close(m);
+    }
+    unsetenv("W8A8_CACHE");
+    result(strstr(info[0], "compiled") && strstr(info[0], "cached in"), "kernel cache: the first start compiles and stores", "%s (%.2f s to open)", info[0], t[0]);
+    result(strstr(info[1], "loaded from the cache") != NULL, "kernel cache: the second start loads without compiling", "%s (%.2f s to open)", info[1], t[1]);
+    result(strstr(info[2], "compiled") != NULL, "kernel cache: a corrupted entry is compiled again", "%s", info[2]);
+}
