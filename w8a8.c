@@ -23,6 +23,14 @@
 #include <time.h>
 #include <unistd.h>
 
+/* No fused multiply-add: the CPU reference rounds after every operation, as the GPU kernels do (they are
+ * compiled with --fmad=false), so both produce the same bits. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 _Static_assert(sizeof(w8a8_header) == 256, "the header is 256 bytes");
 _Static_assert(sizeof(w8a8_tensor_entry) == 88, "a tensor table entry is 88 bytes");
 _Static_assert(sizeof(w8a8_tokenizer_header) == 32, "the tokenizer header is 32 bytes");
@@ -952,6 +960,61 @@ static void rmsnorm(float *o, const float *x, const float *w, int n, float eps) 
     for (int j = 0; j < n; j++) o[j] = w[j] * (ss * x[j]);
 }
 
+/* --- The GPU's order of operations, which the quantized schemes' reference follows exactly ---
+ * A sum over a block of `threads` threads: thread t adds elements t, t + threads, ... in turn; the 32 lanes of
+ * a warp are combined by an xor butterfly (offsets 16, 8, 4, 2, 1: every lane ends with the same bits); the
+ * warps' totals, padded with zeros to 32, are combined the same way. */
+static float butterfly32(float *p) {
+    for (int o = 16; o > 0; o >>= 1) {
+        float q[32];
+        for (int i = 0; i < 32; i++) q[i] = p[i] + p[i ^ o];
+        memcpy(p, q, sizeof q);
+    }
+    return p[0];
+}
+static float block_sum_sq(const float *x, int n, int threads) {
+    float part[1024], warps[32] = {0};
+    for (int t = 0; t < threads; t++) {
+        part[t] = 0.0f;
+        for (int j = t; j < n; j += threads) part[t] += x[j] * x[j];
+    }
+    for (int w = 0; w < threads / 32; w++) warps[w] = butterfly32(part + 32 * w);
+    return butterfly32(warps);
+}
+/* a warp's dot product: lane l adds elements l, l + 32, ... */
+static float warp_dot(const float *a, const float *b, int n) {
+    float part[32];
+    for (int l = 0; l < 32; l++) {
+        part[l] = 0.0f;
+        for (int j = l; j < n; j += 32) part[l] += a[j] * b[j];
+    }
+    return butterfly32(part);
+}
+#define NORM_THREADS 256   /* rmsnorm_quant's block */
+
+/* RMSNorm as the GPU sums it (the f32 scheme keeps llama2.c's order: rmsnorm above). */
+static void rmsnorm_gpu_order(float *o, const float *x, const float *w, int n, float eps) {
+    float inv = 1.0f / sqrtf(block_sum_sq(x, n, NORM_THREADS) / (float)n + eps);
+    for (int j = 0; j < n; j++) o[j] = w[j] * (inv * x[j]);
+}
+static void head_norm_gpu_order(float *v, const float *w, int hd, float eps) {   /* q/k norm: one warp a head */
+    float inv = 1.0f / sqrtf(warp_dot(v, v, hd) / (float)hd + eps);
+    for (int j = 0; j < hd; j++) v[j] = w[j] * (inv * v[j]);
+}
+
+/* exp from +, *, rint and the exponent bits alone, so the CPU and the GPU get the same bits (the libraries'
+ * expf differ by an ulp now and then). Cody-Waite reduction by ln 2, then a degree-6 polynomial; within 2 ulp. */
+static float exp_w8a8(float x) {
+    if (x != x) return x;
+    if (x > 88.0f) return INFINITY;
+    if (x < -87.0f) return 0.0f;
+    float n = rintf(x * 1.44269504f);
+    float r = x - n * 0.693145752f;   /* ln 2, high part: n * it is exact */
+    r = r - n * 1.42860677e-6f;        /* ln 2, low part */
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666679f + r * (0.00833333377f + r * 0.00138888892f)))));
+    return p * u2f((uint32_t)((int)n + 127) << 23);
+}
+
 /* Per-row activation quantization; q holds the quantized values as floats, s the row scales. */
 static void quantize_rows(uint32_t scheme, float in_scale, const float *x, int rows, int cols, float *q, float *s) {
     for (int r = 0; r < rows; r++) {
@@ -1018,7 +1081,39 @@ static void rope_rotate(float *v, int n_heads, int head_dim, const float *cs, co
         }
 }
 
-static float silu(float x) { return x * (1.0f / (1.0f + expf(-x))); }
+static float silu(float x) { return x * (1.0f / (1.0f + expf(-x))); }            /* llama2.c's */
+static float silu_gpu_order(float x) { return x * (1.0f / (1.0f + exp_w8a8(-x))); }
+
+/* Attention of one query head over positions 0..p, as the GPU computes it: in chunks of ATT_CHUNK positions,
+ * each with its own max m, sum l = sum exp(s - m) and o = sum exp(s - m) v (in position order), then the chunks
+ * merged in order: M = max m, L = sum l exp(m - M), out = (sum o exp(m - M)) / L. s = warp_dot(q, k) / sqrt(d). */
+#define ATT_CHUNK 256
+static void attention_head_gpu_order(float *out, const float *q, const float *kb, const float *vb, size_t stride, int p, int hd,
+                                     float *scratch /* ATT_CHUNK + n_chunks (hd + 2) floats */) {
+    int n_chunks = p / ATT_CHUNK + 1;
+    float *e = scratch, *ms = e + ATT_CHUNK, *ls = ms + n_chunks, *os = ls + n_chunks;
+    for (int c = 0; c < n_chunks; c++) {
+        int start = c * ATT_CHUNK, end = p + 1 < start + ATT_CHUNK ? p + 1 : start + ATT_CHUNK, n = end - start;
+        float m = -INFINITY, l = 0.0f;
+        for (int t = 0; t < n; t++) { e[t] = warp_dot(q, kb + (size_t)(start + t) * stride, hd) / sqrtf((float)hd); m = fmaxf(m, e[t]); }
+        for (int t = 0; t < n; t++) e[t] = exp_w8a8(e[t] - m);
+        for (int t = 0; t < n; t++) l += e[t];
+        for (int d = 0; d < hd; d++) {
+            float acc = 0.0f;
+            for (int t = 0; t < n; t++) acc += e[t] * vb[(size_t)(start + t) * stride + d];
+            os[(size_t)c * hd + d] = acc;
+        }
+        ms[c] = m; ls[c] = l;
+    }
+    float M = -INFINITY, L = 0.0f;
+    for (int c = 0; c < n_chunks; c++) M = fmaxf(M, ms[c]);
+    for (int c = 0; c < n_chunks; c++) L += ls[c] * exp_w8a8(ms[c] - M);
+    for (int d = 0; d < hd; d++) {
+        float acc = 0.0f;
+        for (int c = 0; c < n_chunks; c++) acc += os[(size_t)c * hd + d] * exp_w8a8(ms[c] - M);
+        out[d] = acc / L;
+    }
+}
 
 static int cpu_init(w8a8_model *m) {
     const w8a8_config *c = &m->cfg;
@@ -1045,6 +1140,7 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
     uint32_t sch = c->scheme;
     int D = c->dim, H = c->hidden_dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
     int qd = nh * hd, kvd = nkv * hd, qkvd = qd + 2 * kvd, half = hd / 2, r16 = sch != W8A8_F32;
+    void (*norm)(float *, const float *, const float *, int, float) = r16 ? rmsnorm_gpu_order : rmsnorm;
     int widest = qkvd > 2 * H ? qkvd : 2 * H;
     if (widest < D) widest = D;
     if (widest < (int)c->vocab_size) widest = c->vocab_size;
@@ -1059,7 +1155,8 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
     if (kmax < H) kmax = H;
     float *x = malloc(sizeof(float) * n * D), *xb = malloc(sizeof(float) * n * kmax),
           *q = malloc(sizeof(float) * n * kmax), *s = malloc(sizeof(float) * n),
-          *y = malloc(sizeof(float) * (size_t)n * widest), *att = malloc(sizeof(float) * m->max_ctx),
+          *y = malloc(sizeof(float) * (size_t)n * widest),
+          *att = malloc(sizeof(float) * (m->max_ctx + ATT_CHUNK + (size_t)(m->max_ctx / ATT_CHUNK + 1) * (hd + 2))),
           *wbuf = malloc(sizeof(float) * kmax);
     if (!x || !xb || !q || !s || !y || !att || !wbuf) {
         free(x); free(xb); free(q); free(s); free(y); free(att); free(wbuf);
@@ -1076,14 +1173,20 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
         const layer *L = &m->layers[l];
         float *kc = cs->k_cache + l * layer_stride, *vc = cs->v_cache + l * layer_stride;
         /* attention: norm, q k v, RoPE, cache, softmax(q k / sqrt(d)) v, output projection */
-        for (int r = 0; r < n; r++) rmsnorm(xb + r * D, x + r * D, L->attn_norm, D, c->norm_eps);
+        for (int r = 0; r < n; r++) norm(xb + r * D, x + r * D, L->attn_norm, D, c->norm_eps);
         linear_forward(sch, &L->qkv, xb, n, y, q, s, wbuf);
         for (int r = 0; r < n; r++) {
             float *qkv = y + (size_t)r * qkvd, *qh = qkv, *kh = qkv + qd, *vh = qkv + qd + kvd;
             if (r16) for (int j = 0; j < qkvd; j++) qkv[j] = round_bf16(qkv[j]);
             if (L->q_norm) {
-                for (int h = 0; h < nh; h++) rmsnorm(qh + h * hd, qh + h * hd, L->q_norm, hd, c->norm_eps);
-                for (int h = 0; h < nkv; h++) rmsnorm(kh + h * hd, kh + h * hd, L->k_norm, hd, c->norm_eps);
+                for (int h = 0; h < nh; h++) {
+                    if (r16) head_norm_gpu_order(qh + h * hd, L->q_norm, hd, c->norm_eps);
+                    else rmsnorm(qh + h * hd, qh + h * hd, L->q_norm, hd, c->norm_eps);
+                }
+                for (int h = 0; h < nkv; h++) {
+                    if (r16) head_norm_gpu_order(kh + h * hd, L->k_norm, hd, c->norm_eps);
+                    else rmsnorm(kh + h * hd, kh + h * hd, L->k_norm, hd, c->norm_eps);
+                }
             }
             const float *rc = m->rope_cos + (size_t)pos[r] * half, *rs = m->rope_sin + (size_t)pos[r] * half;
             rope_rotate(qh, nh, hd, rc, rs);
@@ -1099,7 +1202,8 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
                 const float *qh = qkv + h * hd;
                 int kvh = h / (nh / nkv);
                 const float *kb = kc + seq[r] * seq_stride + kvh * hd, *vb = vc + seq[r] * seq_stride + kvh * hd;
-                for (int t = 0; t <= pos[r]; t++) {
+                if (r16) { attention_head_gpu_order(o + h * hd, qh, kb, vb, kvd, pos[r], hd, att); continue; }
+                for (int t = 0; t <= pos[r]; t++) {   /* llama2.c's attention */
                     float sc = 0.0f;
                     for (int i = 0; i < hd; i++) sc += qh[i] * kb[(size_t)t * kvd + i];
                     att[t] = sc / sqrtf((float)hd);
@@ -1117,13 +1221,13 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
         linear_forward(sch, &L->o, xb, n, y, q, s, wbuf);
         for (int i = 0; i < n * D; i++) x[i] += y[i];
         /* feed-forward: norm, gate and up, silu(gate) * up, down */
-        for (int r = 0; r < n; r++) rmsnorm(xb + r * D, x + r * D, L->ffn_norm, D, c->norm_eps);
+        for (int r = 0; r < n; r++) norm(xb + r * D, x + r * D, L->ffn_norm, D, c->norm_eps);
         linear_forward(sch, &L->w13, xb, n, y, q, s, wbuf);
         for (int r = 0; r < n; r++) {
             float *g = y + (size_t)r * 2 * H, *u = g + H, *hb = xb + (size_t)r * H;
             for (int j = 0; j < H; j++) {
                 float gv = r16 ? round_bf16(g[j]) : g[j], uv = r16 ? round_bf16(u[j]) : u[j];
-                hb[j] = silu(gv) * uv;
+                hb[j] = r16 ? silu_gpu_order(gv) * uv : silu(gv) * uv;
             }
         }
         linear_forward(sch, &L->w2, xb, n, y, q, s, wbuf);
@@ -1133,7 +1237,7 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
     int k = 0;
     for (int r = 0; r < n; r++) {
         if (!want[r]) continue;
-        rmsnorm(xb, x + r * D, m->out_norm, D, c->norm_eps);
+        norm(xb, x + r * D, m->out_norm, D, c->norm_eps);
         linear_forward(r16 ? W8A8_BF16 : W8A8_F32, &m->lm_head, xb, 1, cs->out + (size_t)k * c->vocab_size, q, s, wbuf);
         k++;
     }
@@ -1392,7 +1496,6 @@ typedef struct { CUdeviceptr attn_norm, ffn_norm, q_norm, k_norm; glinear qkv, o
 enum { F_EMBED, F_RMSNORM, F_QUANT, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_ROPE, F_ATTN, F_ATTN_COMBINE, F_ARGMAX, F_COUNT };
 static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "quantize_rows", "silu_mul_quant", "gemm_bf16", "gemm_e4m3",
                                             "gemm_s8", "rope_kv", "attention", "attention_combine", "argmax_rows"};
-#define ATTN_CHUNK 256
 
 struct gpu_state {
     CUdevice dev;
@@ -1592,7 +1695,7 @@ static int gpu_open(w8a8_model *m) {
     if ((rc = gpu_alloc(g, &g->k_cache, kv, what)) || (rc = gpu_alloc(g, &g->v_cache, kv, what))) return rc;
     /* activations for the largest batch of rows a forward pass takes */
     int R = g->rows_cap = m->max_batch > FEED_CHUNK ? m->max_batch : FEED_CHUNK;
-    int splits = (m->max_ctx + ATTN_CHUNK - 1) / ATTN_CHUNK;
+    int splits = (m->max_ctx + ATT_CHUNK - 1) / ATT_CHUNK;
     size_t act = 0;
 #define ACT(ptr, n) (act += (n), gpu_alloc(g, &g->ptr, (n), "activations"))
     if ((rc = ACT(x, sizeof(float) * R * D)) || (rc = ACT(act, (size_t)R * g->Kmax * 2)) || (rc = ACT(act_s, sizeof(float) * R)) ||
@@ -1631,7 +1734,7 @@ static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
     float eps = c->norm_eps, no_scale = 0.0f;
     CUdeviceptr null = 0;
     for (int i = 0; i < n; i++) { if (pos[i] > maxpos) maxpos = pos[i]; if (want[i]) rows[n_out++] = i; }
-    int splits = (maxpos + ATTN_CHUNK) / ATTN_CHUNK, chunk = ATTN_CHUNK;
+    int splits = maxpos / ATT_CHUNK + 1;
     cu.CtxSetCurrent(g->ctx);
     CUresult r;
     if ((r = cu.MemcpyHtoDAsync(g->tok, tok, sizeof(int) * n, g->stream)) || (r = cu.MemcpyHtoDAsync(g->seq, seq, sizeof(int) * n, g->stream)) ||
@@ -1647,7 +1750,7 @@ static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
         float s_qkv = L->qkv.in_scale, s_o = L->o.in_scale, s_13 = L->w13.in_scale, s_2 = L->w2.in_scale;
         void *a_n1[] = {&g->x, &null, &L->attn_norm, &eps, &D, &Kq, &mode, &s_qkv, &g->act, &g->act_s};
         void *a_rope[] = {&g->qkv, &g->pos, &g->seq, &g->rope_cos, &g->rope_sin, &nh, &nkv, &hd, &L->q_norm, &L->k_norm, &eps, &kc, &vc, &ctx};
-        void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &chunk, &g->part_o, &g->part_ml};
+        void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &g->part_o, &g->part_ml};
         void *a_comb[] = {&g->part_o, &g->part_ml, &splits, &nh, &hd, &g->att};
         void *a_q[] = {&g->att, &qd, &Ko, &mode, &s_o, &g->act, &g->act_s};
         void *a_n2[] = {&g->x, &null, &L->ffn_norm, &eps, &D, &K13, &mode, &s_13, &g->act, &g->act_s};

@@ -95,7 +95,7 @@ static void test_gpu_kernels(void) {
     int shapes[][3] = {{1, 64, 64}, {5, 100, 172}, {64, 128, 256}, {130, 200, 320}, {256, 520, 1024}};
     for (int type = 0; type < 3; type++) {
         if (type == 1 && !fp8) continue;
-        int fn = type == 0 ? F_GEMM_BF16 : type == 1 ? F_GEMM_E4M3 : F_GEMM_S8, es = type == 0 ? 2 : 1, bad = 0;
+        int fn = type == 0 ? F_GEMM_BF16 : type == 1 ? F_GEMM_E4M3 : F_GEMM_S8, es = type == 0 ? 2 : 1, bad = 0, emu[4] = {0};
         double worst = 0;
         for (int sh_ = 0; sh_ < 5; sh_++) {
             int M = shapes[sh_][0], N = shapes[sh_][1], K = shapes[sh_][2], Kp = round64(K);
@@ -142,12 +142,31 @@ static void test_gpu_kernels(void) {
                         double err = fabs((double)gv - v);
                         if (!(err <= tol)) { if (bad++ < 3) printf("  %s M%d N%d K%d mode %d: [%d,%d] %g vs %g\n", mode_name[type], M, N, K, out_mode, r, n, gv, v); }
                         if (mag > 0 && out_mode == 2) worst = fmax(worst, err / (mag * sc));
+                        if (out_mode == 2 && type != 2) {   /* how does the tensor core accumulate? */
+                            int kc = type == 0 ? 16 : 32;     /* K per mma instruction */
+                            float rn = 0, rz = 0;
+                            for (int k0 = 0; k0 < K; k0 += kc) {
+                                double cs = 0;
+                                for (int k = k0; k < k0 + kc && k < K; k++) cs += (double)av[r * K + k] * wv[n * K + k];
+                                rn = (float)((double)rn + cs);
+                                double z = (double)rz + cs;
+                                float zf = (float)z;
+                                if (fabs((double)zf) > fabs(z)) zf = nextafterf(zf, 0.0f);   /* toward zero */
+                                rz = zf;
+                            }
+                            float e = (float)acc;
+                            if (type) { rn = rn * sa[r] * sw[n]; rz = rz * sa[r] * sw[n]; e = e * sa[r] * sw[n]; }
+                            emu[0] += gv == e; emu[1] += gv == rn; emu[2] += gv == rz; emu[3]++;
+                        }
                     }
             }
             free(A); free(Wt); free(av); free(wv); free(sa); free(sw); free(bias); free(got); free(x0);
         }
         result(!bad, path("GPU gemm_%s (mma.sync) == CPU at M 1..256, ragged N and K, bf16/add/fp32 epilogues", type == 0 ? "bf16" : type == 1 ? "e4m3" : "s8"),
                "%d wrong; worst |err| / sum|a w| = %.1e%s", bad, worst, type == 2 ? " (int8: exact)" : "");
+        if (type != 2)
+            printf("  accumulation: of %d outputs, %d equal the exactly-rounded sum, %d a per-instruction round-to-nearest sum, %d round-toward-zero\n",
+                   emu[3], emu[0], emu[1], emu[2]);
     }
 
     /* RoPE + KV write, with and without q/k norm */
@@ -199,8 +218,8 @@ static void test_gpu_kernels(void) {
     /* attention over several splits, GQA, head dims 8, 64, 128 */
     int hds[] = {8, 64, 128};
     for (int hi = 0; hi < 3; hi++) {
-        int hd = hds[hi], nh = 8, nkv = 2, ctx = 700, B = 2, R = 5, qkvd = (nh + 2 * nkv) * hd, kvd = nkv * hd, chunk = 256;
-        int pos[5] = {0, 1, 255, 256, 699}, seq[5] = {0, 1, 1, 0, 1}, splits = (699 + chunk) / chunk;
+        int hd = hds[hi], nh = 8, nkv = 2, ctx = 700, B = 2, R = 5, qkvd = (nh + 2 * nkv) * hd, kvd = nkv * hd;
+        int pos[5] = {0, 1, 255, 256, 699}, seq[5] = {0, 1, 1, 0, 1}, splits = 699 / ATT_CHUNK + 1;
         uint16_t *qkv = malloc(2 * R * qkvd), *kc = malloc(2 * (size_t)B * ctx * kvd), *vc = malloc(2 * (size_t)B * ctx * kvd);
         float *got = malloc(sizeof(float) * R * nh * hd);
         for (int i = 0; i < R * qkvd; i++) qkv[i] = w8a8_bf16_from_float(nrand());
@@ -209,7 +228,7 @@ static void test_gpu_kernels(void) {
                     dk = dev_from(g, kc, 2 * (size_t)B * ctx * kvd), dv = dev_from(g, vc, 2 * (size_t)B * ctx * kvd),
                     dpo = dev_from(g, NULL, sizeof(float) * R * nh * splits * hd), dml = dev_from(g, NULL, sizeof(float) * 2 * R * nh * splits),
                     dout = dev_from(g, NULL, sizeof(float) * R * nh * hd);
-        void *a1[] = {&dq, &dp, &ds, &dk, &dv, &ctx, &nh, &nkv, &hd, &chunk, &dpo, &dml};
+        void *a1[] = {&dq, &dp, &ds, &dk, &dv, &ctx, &nh, &nkv, &hd, &dpo, &dml};
         void *a2[] = {&dpo, &dml, &splits, &nh, &hd, &dout};
         launch(g, F_ATTN, R, nh, splits, 128, a1);
         launch(g, F_ATTN_COMBINE, R, nh, 1, 32, a2);
@@ -237,6 +256,20 @@ static void test_gpu_kernels(void) {
             }
         result(md <= 1e-5 * ma, path("GPU attention (split over the sequence, GQA, head dim %d) == double reference", hd),
                "positions up to 699 in %d splits: max |diff| %.1e (bound 1e-5 x %.2f)", splits, md, ma);
+        /* and bit for bit what the CPU reference computes in the GPU's order */
+        float *qf = malloc(sizeof(float) * hd), *kf = malloc(sizeof(float) * (size_t)B * ctx * kvd), *vf = malloc(sizeof(float) * (size_t)B * ctx * kvd),
+              *o = malloc(sizeof(float) * hd), *scratch = malloc(sizeof(float) * (ATT_CHUNK + (ctx / ATT_CHUNK + 1) * (hd + 2)));
+        for (size_t i = 0; i < (size_t)B * ctx * kvd; i++) { kf[i] = w8a8_bf16_to_float(kc[i]); vf[i] = w8a8_bf16_to_float(vc[i]); }
+        int same = 0, total = 0;
+        for (int r = 0; r < R; r++)
+            for (int h = 0; h < nh; h++) {
+                int kvh = h / (nh / nkv);
+                for (int i = 0; i < hd; i++) qf[i] = w8a8_bf16_to_float(qkv[r * qkvd + h * hd + i]);
+                attention_head_gpu_order(o, qf, kf + (size_t)seq[r] * ctx * kvd + kvh * hd, vf + (size_t)seq[r] * ctx * kvd + kvh * hd, kvd, pos[r], hd, scratch);
+                for (int i = 0; i < hd; i++) { same += o[i] == got[(r * nh + h) * hd + i]; total++; }
+            }
+        result(same == total, path("GPU attention (head dim %d) == CPU reference bit for bit", hd), "%d of %d outputs identical", same, total);
+        free(qf); free(kf); free(vf); free(o); free(scratch);
         free(qkv); free(kc); free(vc); free(got);
     }
 

@@ -162,6 +162,15 @@ static void test_fp8(void) {
         bad += w8a8_bf16_from_float(f) != bv[i].out;
     }
     result(!bad, "bf16: round to nearest even", "%d wrong", bad);
+
+    /* the engine's own exp (CPU and GPU compute it with the same operations) */
+    double worst = 0;
+    for (double x = -87; x <= 88; x += 0.00137) {
+        double r = fabs(exp_w8a8((float)x) / exp((double)(float)x) - 1);
+        if (r > worst) worst = r;
+    }
+    result(worst < 3 * 1.2e-7 && exp_w8a8(0) == 1.0f && exp_w8a8(-100) == 0 && isinf(exp_w8a8(100)),
+           "exp_w8a8: within 3 ulp of exp on [-87, 88], exp(0) = 1 exactly", "worst relative error %.2e", worst);
 }
 
 /* =========================================================================================================

@@ -24,3 +24,4 @@ for model in stories260K tinystories-656k; do
 done
 head -c 300 "$OUT/gpu.txt.tinystories-656k.fp8"; echo
 ./run test/out/tinystories-656k.fp8.w8a8 -v -n 1 "Hi" 2>&1 >/dev/null | grep -E "w8a8:|run:" | tee -a "$OUT/run.log"
+tar czf "$OUT.tgz" -C "$(dirname "$OUT")" "$(basename "$OUT")" && rm -rf "$OUT" && mkdir -p "$OUT" && mv "$OUT.tgz" "$OUT/logs.tgz"
