@@ -1325,7 +1325,11 @@ static char *kernel_text(void) {
     return o;
 }
 
-/* Compiles the kernels for one target ("sm_90a", "sm_89", "sm_80"); *log gets NVRTC's log on failure. */
+/* no FMA contraction: elementwise kernels then round exactly as the CPU reference does */
+#define KERNEL_OPT_STD "-std=c++17"
+#define KERNEL_OPT_FMAD "--fmad=false"
+
+/* Compiles the kernels for one target ("sm_90a", "sm_89", "sm_80"); the error holds NVRTC's log on failure. */
 static int nvrtc_compile(const char *target, const char *defines, char **cubin, size_t *cubin_n) {
     int rc = nvrtc_load();
     if (rc) return rc;
@@ -1334,8 +1338,7 @@ static int nvrtc_compile(const char *target, const char *defines, char **cubin, 
     char arch[64], sm[32];
     snprintf(arch, sizeof arch, "--gpu-architecture=%s", target);
     snprintf(sm, sizeof sm, "-DW8A8_SM=%d", atoi(target + 3));
-    /* no FMA contraction: elementwise kernels then round exactly as the CPU reference does */
-    const char *opts[16] = {arch, sm, "-std=c++17", "--fmad=false"};
+    const char *opts[16] = {arch, sm, KERNEL_OPT_STD, KERNEL_OPT_FMAD};
     int n_opts = 4;
     char defs[1024], *save = NULL;
     snprintf(defs, sizeof defs, "%s", defines ? defines : "");
@@ -1582,7 +1585,7 @@ static int load_kernels(w8a8_model *m, gpu_state *g, const char *target) {
     char *src = kernel_text();
     if (!src) return W8A8_ERR_GPU;
     char keytxt[256];
-    snprintf(keytxt, sizeof keytxt, "%s|nvrtc %d.%d|driver %d|v1", target, nv_major, nv_minor, drv);
+    snprintf(keytxt, sizeof keytxt, "%s|%s %s|nvrtc %d.%d|driver %d", target, KERNEL_OPT_STD, KERNEL_OPT_FMAD, nv_major, nv_minor, drv);
     uint64_t key = w8a8_fnv1a(w8a8_fnv1a(0xcbf29ce484222325ull, src, strlen(src)), keytxt, strlen(keytxt));
     free(src);
     char dir[900], path[1024];

@@ -10,8 +10,7 @@ S=${W8A8_SHARED:-../shared}
 export W8A8_SHARED=$S
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; nvcc --version | tail -2; } 2>&1 | tee "$OUT/gpu.txt"
 make -s 2>&1 | tee "$OUT/build.log"
-make -s test/test_main 2>&1 | tee -a "$OUT/build.log"
-./test/test_main 2>&1 | tee "$OUT/test.log" | grep -E "^(FAIL|SKIP)|passed"
+make -s test 2>&1 | tee "$OUT/test.log" | grep -E "^(FAIL|SKIP)|passed"
 echo "--- ./run on the GPU vs --cpu, greedy 200 tokens from BOS" | tee "$OUT/run.log"
 for model in stories260K tinystories-656k; do
   for s in bf16 fp8 int8; do
