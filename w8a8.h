@@ -134,7 +134,11 @@ enum w8a8_tokenizer_kind {
     W8A8_TOK_BPE = 2,        /* BPE over UTF-8 characters with merge ranks (HF tokenizer.json, "▁" style) */
     W8A8_TOK_BYTE_BPE = 3,   /* byte-level BPE with merge ranks after a pre-tokenizer regex (GPT-2 style) */
 };
-enum w8a8_pretokenizer { W8A8_PRE_NONE = 0, W8A8_PRE_LLAMA3 = 1, W8A8_PRE_QWEN2 = 2 };
+enum w8a8_pretokenizer {
+    W8A8_PRE_NONE = 0, W8A8_PRE_LLAMA3 = 1, W8A8_PRE_QWEN2 = 2,
+    W8A8_PRE_GPT2 = 3,       /* 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+    W8A8_PRE_SMOLLM = 4,     /* every digit alone, then GPT-2's */
+};
 enum w8a8_tokenizer_flags {
     W8A8_TOKF_DUMMY_PREFIX = 1,   /* prepend " " to non-empty text */
     W8A8_TOKF_BYTE_FALLBACK = 2,  /* characters not in the vocabulary become <0xXX> byte tokens */

@@ -834,6 +834,121 @@ static void test_nvrtc(void) {
     }
 }
 
+/* =========================================================================================================
+ * GGUF: SmolLM2-135M-Instruct from PyPI (make models), dequantization against the gguf package, llama.cpp
+ * ======================================================================================================= */
+static const char *smollm2_path(void) {
+    const char *e = getenv("W8A8_MODELS"), *home = getenv("HOME");
+    return e ? path("%s/SmolLM2-135M-Instruct.Q4_1.gguf", e) : path("%s/.cache/w8a8/models/SmolLM2-135M-Instruct.Q4_1.gguf", home ? home : ".");
+}
+static const char *smollm2(const char *scheme) {
+    char *out = path("%s/smollm2.%s.w8a8", OUT, scheme);
+    if (exists(out)) return out;
+    return sh("./convert %s -o %s --scheme %s --quiet", smollm2_path(), out, scheme) == 0 ? out : NULL;
+}
+
+static void test_gguf(void) {
+    /* dequantization, every type, against the gguf package */
+    if (sh("python3 -c 'import gguf, numpy' 2>/dev/null")) skip("GGUF dequantization == the gguf package", "python3 with gguf and numpy not installed (make deps)");
+    else {
+        char *syn = path("%s/synth.gguf", OUT);
+        int bad = 0, n = 0;
+        const char *names[] = {"t_f32", "t_f16", "t_bf16", "t_q8_0", "t_q4_0", "t_q4_1", "t_q6_k"};
+        if (sh("python3 test/gguf_reference.py make %s", syn)) bad++;
+        for (int i = 0; i < 7 && !bad; i++, n++)
+            bad += sh("python3 test/gguf_reference.py dump %s %s %s/ref.f32 && ./convert --dump %s %s %s/our.f32 && cmp -s %s/ref.f32 %s/our.f32",
+                      syn, names[i], OUT, syn, names[i], OUT, OUT, OUT) != 0;
+        const char *real[] = {"token_embd.weight", "blk.0.attn_q.weight", "blk.7.ffn_down.weight", "output_norm.weight"};
+        if (exists(smollm2_path()))
+            for (int i = 0; i < 4; i++, n++)
+                bad += sh("python3 test/gguf_reference.py dump %s %s %s/ref.f32 && ./convert --dump %s %s %s/our.f32 && cmp -s %s/ref.f32 %s/our.f32",
+                          smollm2_path(), real[i], OUT, smollm2_path(), real[i], OUT, OUT, OUT) != 0;
+        result(!bad, "GGUF dequantization (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q6_K) == the gguf package, bit for bit", "%d tensors, %d differ", n, bad);
+    }
+    if (!exists(smollm2_path())) { skip("SmolLM2-135M-Instruct", path("%s is absent: run `make models`", smollm2_path())); return; }
+    const char *schemes[] = {"f32", "bf16", "fp8", "int8"};
+    for (int s = 0; s < 4; s++) {
+        w8a8_model *m = open_cpu(smollm2(schemes[s]), 1);
+        if (!m) { result(0, path("SmolLM2 %s", schemes[s]), "convert/open failed: %s", w8a8_error()); continue; }
+        char *t = generate_text(m, "The capital of France is", 8);
+        result(strstr(t, "Paris") != NULL, path("SmolLM2 (GGUF Q4_1 -> %s): \"The capital of France is\" ...", schemes[s]), "\"%s\"", t);
+        free(t);
+        w8a8_close(m);
+    }
+    /* the chat template: a ChatML conversation that stops at <|im_end|> */
+    int rc = sh("printf 'What is the capital of France?\\n' | ./run %s --chat --cpu -t 0 -n 60 > %s/chat.txt 2> %s/chat.err", smollm2("fp8"), OUT, OUT);
+    char *c = slurp(path("%s/chat.txt", OUT), NULL), *ce = slurp(path("%s/chat.err", OUT), NULL);
+    result(rc == 0 && c && strstr(c, "Paris") && ce && strstr(ce, "ChatML") && !strstr(c, "<|im"),
+           "./run --chat on SmolLM2: ChatML recognised, answers, stops at <|im_end|>", "\"%s\"", c ? c : "");
+    free(c); free(ce);
+
+    /* llama.cpp on the same GGUF */
+    if (sh("python3 -c 'import llama_cpp' 2>/dev/null")) { skip("llama.cpp reference", "llama-cpp-python not installed (pip install llama-cpp-python)"); return; }
+    w8a8_model *m = open_cpu(smollm2("f32"), 1);
+    const char *vec[] = {"llama2", "llama3", "qwen3"};
+    int lines = 0, bad = 0;
+    for (int v = 0; v < 3; v++) {
+        sh("python3 test/llamacpp_reference.py %s tokenize < %s/tokenizers/vectors/%s.jsonl > %s/lc_tok.txt 2>/dev/null", smollm2_path(), SH, vec[v], OUT);
+        char *txt = slurp(path("%s/tokenizers/vectors/%s.jsonl", SH, vec[v]), NULL), *ref = slurp(path("%s/lc_tok.txt", OUT), NULL);
+        char *a = txt, *b = ref;
+        while (a && b && *a && *b) {
+            char *na = strchr(a, '\n'), *nb = strchr(b, '\n');
+            if (!na || !nb) break;
+            jv jt, jr;
+            char err[100];
+            if (!json_parse(a, na - a, &jt, err, sizeof err) && !json_parse(b, nb - b, &jr, err, sizeof err)) {
+                int ids[4096], n;
+                int ok = !w8a8_tokenize(m, jget(&jt, "text")->str, 0, ids, 4096, &n) && n == jr.n;
+                for (int i = 0; ok && i < n; i++) ok = ids[i] == (int)jr.items[i].num;
+                bad += !ok; lines++;
+                jv_free(&jt); jv_free(&jr);
+            }
+            a = na + 1; b = nb + 1;
+        }
+        free(txt); free(ref);
+    }
+    result(lines >= 100 && !bad, "SmolLM2 tokenizer == llama.cpp's on every text of the shared vectors", "%d texts, %d differ", lines, bad);
+    /* greedy continuations, teacher-forced: llama.cpp's tokens fed to ours, logits compared at every step */
+    const char *prompts[] = {"The capital of France is", "Once upon a time, there was a little girl named", "def fibonacci(n):"};
+    int steps = 0, agree = 0, free_run = 0, near_tie = 1;
+    double md = 0, ma = 0;
+    for (int p = 0; p < 3; p++) {
+        char *js = NULL;
+        size_t len;
+        if (!sh("python3 test/llamacpp_reference.py %s generate '%s' 32 %s/lc.f32 > %s/lc.json 2>/dev/null", smollm2_path(), prompts[p], OUT, OUT))
+            js = slurp(path("%s/lc.json", OUT), &len);
+        float *ref = (float *)slurp(path("%s/lc.f32", OUT), NULL);
+        jv root;
+        char err[100];
+        if (!js || !ref || json_parse(js, len, &root, err, sizeof err)) { result(0, "llama.cpp greedy", "reference failed"); free(js); free(ref); continue; }
+        const jv *pr = jget(&root, "prompt"), *ids = jget(&root, "ids");
+        int seq, V = 49152, tok[600], n = 0, diverged = 0;
+        for (int i = 0; i < pr->n; i++) tok[n++] = (int)pr->items[i].num;
+        w8a8_seq_start(m, &seq);
+        w8a8_feed(m, seq, tok, n);
+        for (int i = 0; i < ids->n; i++) {
+            const float *lg, *rl = ref + (size_t)i * V;
+            w8a8_logits(m, seq, &lg);
+            int a = argmax(lg, V), b = (int)ids->items[i].num;
+            float r2 = -1e30f;   /* llama.cpp's runner-up */
+            for (int v = 0; v < V; v++) { md = fmax(md, fabs(lg[v] - rl[v])); ma = fmax(ma, fabs(rl[v])); if (v != b && rl[v] > r2) r2 = rl[v]; }
+            steps++;
+            agree += a == b;
+            if (a != b) { diverged = 1; near_tie &= rl[b] - r2 < 0.5f; }
+            if (!diverged) free_run++;
+            w8a8_feed(m, seq, &b, 1);
+        }
+        w8a8_seq_end(m, seq);
+        jv_free(&root); free(js); free(ref);
+    }
+    /* llama.cpp multiplies Q4_1 weights by activations it rounds to 8 bits (Q8_1); ours are exact */
+    result(steps == 96 && agree >= steps * 9 / 10 && near_tie && md <= 0.1 * ma,
+           "SmolLM2 f32 vs llama.cpp (same GGUF): greedy tokens agree, logits close",
+           "%d of %d teacher-forced steps pick llama.cpp's token (%d before the first difference); every difference is a near tie (gap < 0.5); max |logit diff| %.3f = %.1e x max |logit| %.1f (bound 0.1x)",
+           agree, steps, free_run, md, md / ma, ma);
+    w8a8_close(m);
+}
+
 #include "test_gpu.c"
 
 int main(int argc, char **argv) {
@@ -851,7 +966,7 @@ int main(int argc, char **argv) {
         {"656k", test_656k_coherent}, {"tokenizers", test_tokenizers}, {"quant", test_quantized_forward},
         {"ppl", test_perplexity}, {"bad", test_bad_files}, {"batch", test_batch}, {"sampling", test_sampling},
         {"misuse", test_api_misuse}, {"cli", test_cli}, {"example", test_example}, {"nvrtc", test_nvrtc},
-        {"gpu", test_gpu_kernels}, {"gpu-e2e", test_gpu_e2e}, {"gpu-batch", test_gpu_batch}, {"gpu-cache", test_gpu_cache},
+        {"gguf", test_gguf}, {"gpu", test_gpu_kernels}, {"gpu-e2e", test_gpu_e2e}, {"gpu-batch", test_gpu_batch}, {"gpu-cache", test_gpu_cache},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
         if (only && strcmp(only, tests[i].name)) continue;

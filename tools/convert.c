@@ -90,16 +90,213 @@ static void progress(const char *what, int done, int total) {
 }
 
 /* =========================================================================================================
- * Sources of weights: a llama2.c checkpoint, or safetensors files. Both are asked by Hugging Face name.
+ * GGUF (v2, v3): metadata, tokenizer and tensors, dequantized to fp32 (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q6_K)
+ * ======================================================================================================= */
+enum { G_U8, G_I8, G_U16, G_I16, G_U32, G_I32, G_F32, G_BOOL, G_STR, G_ARR, G_U64, G_I64, G_F64 };
+enum { GT_F32 = 0, GT_F16 = 1, GT_Q4_0 = 2, GT_Q4_1 = 3, GT_Q8_0 = 8, GT_Q6_K = 14, GT_BF16 = 30 };
+typedef struct { const char *key; int klen, type, arr_type; uint64_t n; const unsigned char *val; } gguf_kv;
+typedef struct { char name[96]; int type; uint64_t ne[4]; int nd; const unsigned char *data; uint64_t bytes; } gguf_tensor;
+typedef struct { blob b; gguf_kv *kv; uint64_t n_kv; gguf_tensor *t; uint64_t n_t; const char *path; } gguf_file;
+
+typedef struct { const unsigned char *p, *end; const char *path; } gcur;
+static void gneed(gcur *c, uint64_t n) { if ((uint64_t)(c->end - c->p) < n) die("'%s': the GGUF file is truncated or malformed", c->path); }
+static uint64_t gu64(gcur *c) { uint64_t v; gneed(c, 8); memcpy(&v, c->p, 8); c->p += 8; return v; }
+static uint32_t gu32(gcur *c) { uint32_t v; gneed(c, 4); memcpy(&v, c->p, 4); c->p += 4; return v; }
+static const char *gstr(gcur *c, int *len) {
+    uint64_t n = gu64(c);
+    if (n > (1u << 30)) die("'%s': a GGUF string of %llu bytes", c->path, (unsigned long long)n);
+    gneed(c, n);
+    const char *s = (const char *)c->p;
+    c->p += n;
+    *len = (int)n;
+    return s;
+}
+static uint64_t gtype_size(int t, const char *path) {
+    static const int sz[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    if (t < 0 || t > G_F64 || t == G_ARR) die("'%s': GGUF value type %d is not valid here", path, t);
+    return sz[t];
+}
+static void gskip(gcur *c, int t) {
+    int l;
+    if (t == G_STR) gstr(c, &l);
+    else { uint64_t s = gtype_size(t, c->path); gneed(c, s); c->p += s; }
+}
+
+static gguf_file gguf_open(const char *path) {
+    gguf_file g = {map_file(path), NULL, 0, NULL, 0, path};
+    gcur c = {g.b.p, g.b.p + g.b.n, path};
+    if (g.b.n < 24 || memcmp(g.b.p, "GGUF", 4)) die("'%s' is not a GGUF file", path);
+    c.p += 4;
+    uint32_t ver = gu32(&c);
+    if (ver != 2 && ver != 3) die("'%s': GGUF version %u is not read (2 and 3 are)", path, ver);
+    g.n_t = gu64(&c);
+    g.n_kv = gu64(&c);
+    if (g.n_t > 1000000 || g.n_kv > 1000000) die("'%s': implausible GGUF counts", path);
+    g.kv = xcalloc(g.n_kv, sizeof(gguf_kv));
+    uint64_t align = 32;
+    for (uint64_t i = 0; i < g.n_kv; i++) {
+        gguf_kv *k = &g.kv[i];
+        k->key = gstr(&c, &k->klen);
+        k->type = (int)gu32(&c);
+        k->val = c.p;
+        if (k->type == G_ARR) {
+            k->arr_type = (int)gu32(&c);
+            k->n = gu64(&c);
+            k->val = c.p;
+            if (k->arr_type == G_ARR) die("'%s': nested GGUF arrays are not read", path);
+            for (uint64_t j = 0; j < k->n; j++) gskip(&c, k->arr_type);
+        } else gskip(&c, k->type);
+        if (k->klen == 17 && !memcmp(k->key, "general.alignment", 17) && k->type == G_U32) { uint32_t a; memcpy(&a, k->val, 4); align = a; }
+    }
+    if (!align || (align & (align - 1))) die("'%s': bad alignment", path);
+    g.t = xcalloc(g.n_t, sizeof(gguf_tensor));
+    uint64_t *offs = xcalloc(g.n_t, 8);
+    for (uint64_t i = 0; i < g.n_t; i++) {
+        gguf_tensor *t = &g.t[i];
+        int l;
+        const char *nm = gstr(&c, &l);
+        if (l >= (int)sizeof t->name) die("'%s': a tensor name is too long", path);
+        memcpy(t->name, nm, l);
+        t->nd = (int)gu32(&c);
+        if (t->nd < 1 || t->nd > 4) die("'%s': tensor '%s' has %d dimensions", path, t->name, t->nd);
+        for (int d = 0; d < 4; d++) t->ne[d] = d < t->nd ? gu64(&c) : 1;
+        t->type = (int)gu32(&c);
+        offs[i] = gu64(&c);
+    }
+    uint64_t data = ((uint64_t)(c.p - g.b.p) + align - 1) / align * align;
+    for (uint64_t i = 0; i < g.n_t; i++) {
+        gguf_tensor *t = &g.t[i];
+        uint64_t n = 1;
+        for (int d = 0; d < 4; d++) if (__builtin_mul_overflow(n, t->ne[d], &n)) die("'%s': tensor '%s' is too large", path, t->name);
+        uint64_t bs, bb;   /* block size in elements and bytes */
+        switch (t->type) {
+        case GT_F32: bs = 1; bb = 4; break;
+        case GT_F16: case GT_BF16: bs = 1; bb = 2; break;
+        case GT_Q8_0: bs = 32; bb = 34; break;
+        case GT_Q4_0: bs = 32; bb = 18; break;
+        case GT_Q4_1: bs = 32; bb = 20; break;
+        case GT_Q6_K: bs = 256; bb = 210; break;
+        default: bs = 0; bb = 0;   /* unknown: an error only if the tensor is read */
+        }
+        t->bytes = bs ? n / bs * bb : 0;
+        if (bs && n % bs) die("'%s': tensor '%s' has %llu elements, not a multiple of its block of %llu", path, t->name, (unsigned long long)n, (unsigned long long)bs);
+        if (data + offs[i] > g.b.n || t->bytes > g.b.n - data - offs[i]) die("'%s': tensor '%s' lies outside the file", path, t->name);
+        t->data = g.b.p + data + offs[i];
+    }
+    free(offs);
+    return g;
+}
+
+static const gguf_kv *gguf_get(const gguf_file *g, const char *key) {
+    int n = (int)strlen(key);
+    for (uint64_t i = 0; i < g->n_kv; i++) if (g->kv[i].klen == n && !memcmp(g->kv[i].key, key, n)) return &g->kv[i];
+    return NULL;
+}
+static double gguf_num(const gguf_file *g, const char *key, double dflt) {
+    const gguf_kv *k = gguf_get(g, key);
+    if (!k) return dflt;
+    const unsigned char *v = k->val;
+    switch (k->type) {
+    case G_U8: return *v; case G_I8: return *(const int8_t *)v; case G_BOOL: return *v != 0;
+    case G_U16: { uint16_t x; memcpy(&x, v, 2); return x; } case G_I16: { int16_t x; memcpy(&x, v, 2); return x; }
+    case G_U32: { uint32_t x; memcpy(&x, v, 4); return x; } case G_I32: { int32_t x; memcpy(&x, v, 4); return x; }
+    case G_F32: { float x; memcpy(&x, v, 4); return x; } case G_U64: { uint64_t x; memcpy(&x, v, 8); return (double)x; }
+    case G_I64: { int64_t x; memcpy(&x, v, 8); return (double)x; } case G_F64: { double x; memcpy(&x, v, 8); return x; }
+    default: return dflt;
+    }
+}
+static char *gguf_string(const gguf_file *g, const char *key) {
+    const gguf_kv *k = gguf_get(g, key);
+    if (!k || k->type != G_STR) return NULL;
+    gcur c = {k->val, g->b.p + g->b.n, g->path};
+    int l;
+    const char *s = gstr(&c, &l);
+    char *r = xmalloc(l + 1);
+    memcpy(r, s, l);
+    r[l] = 0;
+    return r;
+}
+static const gguf_tensor *gguf_find(const gguf_file *g, const char *name) {
+    for (uint64_t i = 0; i < g->n_t; i++) if (!strcmp(g->t[i].name, name)) return &g->t[i];
+    return NULL;
+}
+static float h2f(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return w8a8_f16_to_float(v); }
+
+/* Dequantizes n elements (ggml's block formats) to fp32. */
+static void gguf_dequant(const gguf_tensor *t, float *y, uint64_t n, const char *path) {
+    const unsigned char *p = t->data;
+    switch (t->type) {
+    case GT_F32: memcpy(y, p, n * 4); return;
+    case GT_F16: for (uint64_t i = 0; i < n; i++) y[i] = h2f(p + 2 * i); return;
+    case GT_BF16: for (uint64_t i = 0; i < n; i++) { uint16_t v; memcpy(&v, p + 2 * i, 2); y[i] = w8a8_bf16_to_float(v); } return;
+    case GT_Q8_0:   /* 32 values: f16 d, int8 q[32]; x = d q */
+        for (uint64_t b = 0; b < n / 32; b++, p += 34) { float d = h2f(p); for (int i = 0; i < 32; i++) y[32 * b + i] = d * (int8_t)p[2 + i]; }
+        return;
+    case GT_Q4_0:   /* f16 d, 16 bytes of nibbles: low nibbles are values 0..15, high 16..31; x = d (q - 8) */
+        for (uint64_t b = 0; b < n / 32; b++, p += 18) {
+            float d = h2f(p);
+            for (int i = 0; i < 16; i++) { y[32 * b + i] = d * ((p[2 + i] & 15) - 8); y[32 * b + 16 + i] = d * ((p[2 + i] >> 4) - 8); }
+        }
+        return;
+    case GT_Q4_1:   /* f16 d, f16 m, nibbles as Q4_0; x = d q + m */
+        for (uint64_t b = 0; b < n / 32; b++, p += 20) {
+            float d = h2f(p), m = h2f(p + 2);
+            for (int i = 0; i < 16; i++) { y[32 * b + i] = d * (p[4 + i] & 15) + m; y[32 * b + 16 + i] = d * (p[4 + i] >> 4) + m; }
+        }
+        return;
+    case GT_Q6_K:   /* 256 values: ql[128] low 4 bits, qh[64] high 2 bits, int8 scales[16], f16 d; x = d s (q - 32) */
+        for (uint64_t b = 0; b < n / 256; b++, p += 210) {
+            const unsigned char *ql = p, *qh = p + 128;
+            const int8_t *sc = (const int8_t *)(p + 192);
+            float d = h2f(p + 208), *yb = y + 256 * b;
+            for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8, yb += 128)
+                for (int l = 0; l < 32; l++) {
+                    int is = l / 16;
+                    int q1 = (int)((ql[l] & 15) | ((qh[l] & 3) << 4)) - 32, q2 = (int)((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                    int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32, q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                    yb[l] = d * sc[is] * q1; yb[l + 32] = d * sc[is + 2] * q2; yb[l + 64] = d * sc[is + 4] * q3; yb[l + 96] = d * sc[is + 6] * q4;
+                }
+        }
+        return;
+    default: die("'%s': tensor '%s' has ggml type %d, which this converter does not read (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q6_K are)", path, t->name, t->type);
+    }
+}
+
+/* The GGUF name of a weight asked for by its Hugging Face name. */
+static void gguf_name(const char *hf, char *out, size_t n) {
+    static const char *map[][2] = {
+        {"input_layernorm.weight", "attn_norm.weight"}, {"post_attention_layernorm.weight", "ffn_norm.weight"},
+        {"self_attn.q_proj.weight", "attn_q.weight"}, {"self_attn.k_proj.weight", "attn_k.weight"},
+        {"self_attn.v_proj.weight", "attn_v.weight"}, {"self_attn.o_proj.weight", "attn_output.weight"},
+        {"self_attn.q_proj.bias", "attn_q.bias"}, {"self_attn.k_proj.bias", "attn_k.bias"}, {"self_attn.v_proj.bias", "attn_v.bias"},
+        {"self_attn.q_norm.weight", "attn_q_norm.weight"}, {"self_attn.k_norm.weight", "attn_k_norm.weight"},
+        {"mlp.gate_proj.weight", "ffn_gate.weight"}, {"mlp.up_proj.weight", "ffn_up.weight"}, {"mlp.down_proj.weight", "ffn_down.weight"},
+    };
+    int l;
+    char kind[64];
+    if (!strcmp(hf, "model.embed_tokens.weight")) snprintf(out, n, "token_embd.weight");
+    else if (!strcmp(hf, "model.norm.weight")) snprintf(out, n, "output_norm.weight");
+    else if (!strcmp(hf, "lm_head.weight")) snprintf(out, n, "output.weight");
+    else if (sscanf(hf, "model.layers.%d.%63s", &l, kind) == 2) {
+        snprintf(out, n, "%s", hf);
+        for (size_t i = 0; i < sizeof map / sizeof *map; i++) if (!strcmp(kind, map[i][0])) snprintf(out, n, "blk.%d.%s", l, map[i][1]);
+    } else snprintf(out, n, "%s", hf);
+}
+
+static gguf_file g_gguf;   /* the GGUF source, when there is one */
+
+/* =========================================================================================================
+ * Sources of weights: a llama2.c checkpoint, safetensors files or a GGUF file, all asked by Hugging Face name.
  * ======================================================================================================= */
 typedef struct { char *name; int dtype; uint64_t shape[4]; int ndim; const unsigned char *data; size_t bytes; } st_tensor;
+enum { SRC_L2C, SRC_ST, SRC_GGUF, SRC_SYNTH };
 typedef struct {
-    int hf;                 /* 1: Hugging Face (q/k rows in rotate-half order) */
+    int kind;               /* SRC_*: llama2.c, safetensors, GGUF, or synthetic (random weights, norms 1, biases 0) */
+    int rotate_half;        /* 1: q/k rows in Hugging Face's rotate-half order (reordered to adjacent pairs) */
     st_tensor *t; int n;    /* safetensors tensors */
     blob l2c;               /* llama2.c checkpoint */
     w8a8_config c;
     int l2c_shared;
-    int synthetic;          /* no weights: deterministic random ones (norms 1, biases 0) */
 } source;
 
 enum { ST_F32, ST_F16, ST_BF16, ST_OTHER };
@@ -180,8 +377,13 @@ static int64_t l2c_offset(const source *s, const char *name, uint64_t *rows, uin
 
 static int src_has(const source *s, const char *name) {
     uint64_t r, c;
-    if (s->synthetic) return strcmp(name, "lm_head.weight") != 0;
-    return s->hf ? st_find(s, name) != NULL : l2c_offset(s, name, &r, &c) >= 0;
+    char gn[128];
+    switch (s->kind) {
+    case SRC_SYNTH: return strcmp(name, "lm_head.weight") != 0;
+    case SRC_ST: return st_find(s, name) != NULL;
+    case SRC_GGUF: gguf_name(name, gn, sizeof gn); return gguf_find(&g_gguf, gn) != NULL;
+    default: return l2c_offset(s, name, &r, &c) >= 0;
+    }
 }
 
 static float bf16f(uint16_t v) { return w8a8_bf16_to_float(v); }
@@ -190,7 +392,19 @@ static float bf16f(uint16_t v) { return w8a8_bf16_to_float(v); }
 static float *src_read(const source *s, const char *name, uint64_t rows, uint64_t cols) {
     uint64_t n = rows * (cols ? cols : 1);
     float *out = xmalloc(n * sizeof(float));
-    if (s->synthetic) {
+    if (s->kind == SRC_GGUF) {
+        char gn[128];
+        gguf_name(name, gn, sizeof gn);
+        const gguf_tensor *t = gguf_find(&g_gguf, gn);
+        if (!t) die("tensor '%s' is missing from the GGUF file", gn);
+        /* ggml lists dimensions fastest first: ne0 is the contiguous (input) one */
+        if (cols ? (t->ne[0] != cols || t->ne[1] != rows || t->nd > 2) : (t->ne[0] != rows || t->nd != 1))
+            die("tensor '%s' has shape [%llu x %llu] (ggml order), expected [%llu x %llu]", gn, (unsigned long long)t->ne[0],
+                (unsigned long long)t->ne[1], (unsigned long long)(cols ? cols : rows), (unsigned long long)(cols ? rows : 1));
+        gguf_dequant(t, out, n, g_gguf.path);
+        return out;
+    }
+    if (s->kind == SRC_SYNTH) {
         uint64_t h = w8a8_fnv1a(0xcbf29ce484222325ull, name, strlen(name));
         for (uint64_t i = 0; i < n; i++) {
             h = h * 6364136223846793005ull + 1442695040888963407ull;
@@ -199,7 +413,7 @@ static float *src_read(const source *s, const char *name, uint64_t rows, uint64_
         }
         return out;
     }
-    if (!s->hf) {
+    if (s->kind == SRC_L2C) {
         uint64_t r, c;
         int64_t off = l2c_offset(s, name, &r, &c);
         if (off < 0) die("the llama2.c checkpoint has no tensor '%s'", name);
@@ -505,6 +719,68 @@ static void load_tokenizer_config(tok_build *t, const char *path) {
     jv_free(&root);
 }
 
+/* tokenizer.ggml.*: "llama" (SentencePiece, scores) or "gpt2" (byte-level BPE, merges). */
+static void gguf_tokenizer(tok_build *t, const gguf_file *g) {
+    char *model = gguf_string(g, "tokenizer.ggml.model"), *pre = gguf_string(g, "tokenizer.ggml.pre");
+    const gguf_kv *toks = gguf_get(g, "tokenizer.ggml.tokens"), *types = gguf_get(g, "tokenizer.ggml.token_type"),
+                  *scores = gguf_get(g, "tokenizer.ggml.scores"), *merges = gguf_get(g, "tokenizer.ggml.merges");
+    if (!model || !toks || toks->type != G_ARR || toks->arr_type != G_STR) die("'%s' has no tokenizer (tokenizer.ggml.model and .tokens)", g->path);
+    int spm = !strcmp(model, "llama");
+    if (!spm && strcmp(model, "gpt2")) die("'%s': tokenizer model '%s' is not supported (llama, gpt2 are)", g->path, model);
+    t->kind = spm ? W8A8_TOK_SPM : W8A8_TOK_BYTE_BPE;
+    if (spm) t->flags = W8A8_TOKF_BYTE_FALLBACK | (gguf_num(g, "tokenizer.ggml.add_space_prefix", 1) ? W8A8_TOKF_DUMMY_PREFIX : 0);
+    else {
+        const char *p = pre ? pre : "default";
+        if (!strcmp(p, "llama-bpe") || !strcmp(p, "llama3")) t->pre = W8A8_PRE_LLAMA3;
+        else if (!strcmp(p, "qwen2")) t->pre = W8A8_PRE_QWEN2;
+        else if (!strcmp(p, "smollm")) t->pre = W8A8_PRE_SMOLLM;
+        else if (!strcmp(p, "gpt-2") || !strcmp(p, "default")) t->pre = W8A8_PRE_GPT2;
+        else die("'%s': pre-tokenizer '%s' is not supported (llama-bpe, qwen2, smollm, gpt-2 are)", g->path, p);
+    }
+    tb_alloc(t, (int)toks->n);
+    gcur c = {toks->val, g->b.p + g->b.n, g->path};
+    vocab_ent *ve = xmalloc(sizeof(vocab_ent) * toks->n);
+    for (uint64_t i = 0; i < toks->n; i++) {
+        int l, ok, ty = 1;
+        const char *s = gstr(&c, &l);
+        if (types && types->arr_type == G_I32 && i < types->n) { int32_t v; memcpy(&v, types->val + 4 * i, 4); ty = v; }
+        if (scores && scores->arr_type == G_F32 && i < scores->n) memcpy(&t->scores[i], scores->val + 4 * i, 4);
+        ve[i] = (vocab_ent){(char *)s, l, (int)i};
+        free(t->text[i]);
+        /* ggml types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte */
+        if (ty == 3 || ty == 4 || (ty == 2 && !spm)) {
+            t->text[i] = xmalloc(l + 1); memcpy(t->text[i], s, l); t->text[i][l] = 0; t->len[i] = l;
+            t->types[i] = spm && ty == 3 ? W8A8_TT_CONTROL : ty == 4 ? W8A8_TT_USER : W8A8_TT_SPECIAL;
+            continue;
+        }
+        token_bytes(t, s, l, &t->text[i], &t->len[i], &ok);
+        int byte = spm ? parse_byte_token(s, l) : -1;
+        if (byte >= 0) { t->types[i] = W8A8_TT_BYTE; t->text[i][0] = (char)byte; t->len[i] = 1; }
+        else t->types[i] = ty == 2 ? W8A8_TT_CONTROL : ty == 5 || !ok ? W8A8_TT_UNUSED : W8A8_TT_NORMAL;
+    }
+    qsort(ve, toks->n, sizeof *ve, cmp_vocab);
+    if (merges && merges->type == G_ARR && merges->arr_type == G_STR) {
+        gcur mc = {merges->val, g->b.p + g->b.n, g->path};
+        t->merges = xmalloc(sizeof(int32_t) * 2 * (merges->n + 1));
+        for (uint64_t i = 0; i < merges->n; i++) {
+            int l;
+            const char *s = gstr(&mc, &l), *sp = memchr(s, ' ', l);
+            if (!sp) die("'%s': merge %llu has no space", g->path, (unsigned long long)i);
+            int a = vocab_lookup(ve, (int)toks->n, s, (int)(sp - s)), b = vocab_lookup(ve, (int)toks->n, sp + 1, (int)(l - (sp - s) - 1));
+            if (a < 0 || b < 0) continue;
+            t->merges[2 * t->n_merges] = a;
+            t->merges[2 * t->n_merges + 1] = b;
+            t->n_merges++;
+        }
+    }
+    free(ve);
+    t->bos = (int)gguf_num(g, "tokenizer.ggml.bos_token_id", -1);
+    t->eos = (int)gguf_num(g, "tokenizer.ggml.eos_token_id", -1);
+    if (gguf_num(g, "tokenizer.ggml.add_bos_token", spm) != 0) t->flags |= W8A8_TOKF_ADD_BOS;
+    t->tmpl = gguf_string(g, "tokenizer.chat_template");
+    free(model); free(pre);
+}
+
 /* =========================================================================================================
  * Quantization of one linear weight [rows][cols]: the scheme's dtype and a per-output-channel scale
  * ======================================================================================================= */
@@ -612,7 +888,7 @@ static void *produce(conv *cv, const planned *p) {
     const w8a8_config *c = &cv->c;
     uint64_t rows = p->e.shape[0], cols = p->e.shape[1], D = c->dim, H = c->hidden_dim;
     uint64_t qd = (uint64_t)c->n_heads * c->head_dim, kvd = (uint64_t)c->n_kv_heads * c->head_dim;
-    int l = p->layer, hf = cv->src.hf, kind = -1;
+    int l = p->layer, hf = cv->src.rotate_half, kind = -1;
     float *w = NULL;
     switch (p->what) {
     case P_EMBD:   /* with tied embeddings, some files keep only one of the two names */
@@ -632,8 +908,7 @@ static void *produce(conv *cv, const planned *p) {
     case P_QKV_BIAS: {
         float *v = xmalloc(sizeof(float) * rows), *q = read_layer(cv, l, "self_attn.q_proj.bias", qd, 0),
               *k = read_layer(cv, l, "self_attn.k_proj.bias", kvd, 0), *vv = read_layer(cv, l, "self_attn.v_proj.bias", kvd, 0);
-        unpermute_rows(q, c->n_heads, c->head_dim, 0);
-        unpermute_rows(k, c->n_kv_heads, c->head_dim, 0);
+        if (hf) { unpermute_rows(q, c->n_heads, c->head_dim, 0); unpermute_rows(k, c->n_kv_heads, c->head_dim, 0); }
         memcpy(v, q, qd * 4); memcpy(v + qd, k, kvd * 4); memcpy(v + qd + kvd, vv, kvd * 4);
         free(q); free(k); free(vv);
         return v;
@@ -742,7 +1017,8 @@ static void config_from_hf(conv *cv, const char *dir) {
     jv_free(&cj);
 
     /* the weights */
-    cv->src.hf = 1;
+    cv->src.kind = SRC_ST;
+    cv->src.rotate_half = 1;
     snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
     if (file_exists(p)) {
         jv ij = read_json(p);
@@ -812,6 +1088,55 @@ static unsigned char *build_tokenizer_section(const tok_build *t, uint64_t *n_ou
     return b;
 }
 
+static void config_from_gguf(conv *cv, tok_build *tb, const char *path) {
+    g_gguf = gguf_open(path);
+    const gguf_file *g = &g_gguf;
+    char *arch = gguf_string(g, "general.architecture"), k[128];
+    if (!arch) die("'%s' has no general.architecture", path);
+    int llama = !strcmp(arch, "llama"), qwen2 = !strcmp(arch, "qwen2"), qwen3 = !strcmp(arch, "qwen3");
+    if (!llama && !qwen2 && !qwen3) die("'%s': architecture '%s' is not supported (llama, qwen2, qwen3 are)", path, arch);
+    if (gguf_find(g, "rope_freqs.weight")) die("'%s': rope frequency factors (rope_freqs, Llama 3.1 scaling in GGUF) are not supported yet", path);
+#define A(key, dflt) (snprintf(k, sizeof k, "%s." key, arch), gguf_num(g, k, dflt))
+    w8a8_config *c = &cv->c;
+    c->dim = (uint32_t)A("embedding_length", 0);
+    c->hidden_dim = (uint32_t)A("feed_forward_length", 0);
+    c->n_layers = (uint32_t)A("block_count", 0);
+    c->n_heads = (uint32_t)A("attention.head_count", 0);
+    c->n_kv_heads = (uint32_t)A("attention.head_count_kv", c->n_heads);
+    if (!c->dim || !c->hidden_dim || !c->n_layers || !c->n_heads || !c->n_kv_heads) die("'%s': a dimension is missing", path);
+    c->head_dim = (uint32_t)A("attention.key_length", c->dim / c->n_heads);
+    c->max_context = (uint32_t)A("context_length", 2048);
+    c->rope_theta = (float)A("rope.freq_base", 10000.0);
+    c->norm_eps = (float)A("attention.layer_norm_rms_epsilon", 1e-5);
+#undef A
+    gguf_tokenizer(tb, g);
+    c->vocab_size = (uint32_t)tb->n;
+    const gguf_tensor *e = gguf_find(g, "token_embd.weight");
+    if (!e || e->ne[1] != c->vocab_size) die("'%s': token_embd.weight is missing or does not match the %u tokens", path, c->vocab_size);
+    if (!gguf_find(g, "output.weight")) c->flags |= W8A8_TIED_EMBEDDINGS;
+    if (qwen2 || gguf_find(g, "blk.0.attn_q.bias")) c->flags |= W8A8_QKV_BIAS;
+    if (qwen3) c->flags |= W8A8_QK_NORM;
+    c->bos_id = tb->bos; c->eos_id = tb->eos;
+    /* llama.cpp's converter reorders Llama's q/k rows for its adjacent-pair RoPE: the engine's layout already.
+     * Qwen models keep Hugging Face's rotate-half order in GGUF, so theirs are reordered like safetensors. */
+    cv->src.kind = SRC_GGUF;
+    cv->src.rotate_half = !llama;
+    free(arch);
+}
+
+/* --dump GGUF TENSOR OUT: one tensor, dequantized to raw fp32 (the tests compare it with the gguf package). */
+static void dump_gguf_tensor(const char *path, const char *name, const char *out) {
+    gguf_file g = gguf_open(path);
+    const gguf_tensor *t = gguf_find(&g, name);
+    if (!t) die("'%s' has no tensor '%s'", path, name);
+    uint64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    float *y = xmalloc(n * sizeof(float));
+    gguf_dequant(t, y, n, path);
+    FILE *f = fopen(out, "wb");
+    if (!f || fwrite(y, 4, n, f) != n || fclose(f)) die("cannot write '%s'", out);
+    free(y);
+}
+
 /* --vocab-only: a tiny model (random weights) around a tokenizer, for tokenizer work and tests. */
 static void config_vocab_only(conv *cv, tok_build *tb, const char *path) {
     size_t n = strlen(path);
@@ -833,14 +1158,15 @@ static void config_vocab_only(conv *cv, tok_build *tb, const char *path) {
     c->vocab_size = tb->n; c->max_context = 64; c->rope_theta = 10000; c->norm_eps = 1e-5f;
     c->flags = W8A8_TIED_EMBEDDINGS;
     c->bos_id = tb->bos; c->eos_id = tb->eos; c->eot_id = -1;
-    cv->src.synthetic = 1;
+    cv->src.kind = SRC_SYNTH;
 }
 
 static void usage(void) {
     fprintf(stderr,
             "usage: convert INPUT -o OUT [--scheme f32|bf16|fp8|int8] [--tokenizer FILE] [--quiet]\n"
+            "  INPUT  a Hugging Face directory, a GGUF file (.gguf), or a llama2.c checkpoint (.bin)\n"
             "       convert --vocab-only TOKENIZER -o OUT   (tokenizer.json or tokenizer.bin; random tiny weights)\n"
-            "  INPUT  a llama2.c checkpoint (.bin, with --tokenizer tokenizer.bin) or a Hugging Face directory\n"
+            "         (a llama2.c checkpoint needs --tokenizer tokenizer.bin)\n"
             "  --scheme     weights: f32 (reference), bf16, fp8 (E4M3 W8A8, default), int8 (W8A8)\n"
             "  --tokenizer  a llama2.c tokenizer.bin, used instead of tokenizer.json\n");
     exit(2);
@@ -855,6 +1181,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokpath = argv[++i];
         else if (!strcmp(argv[i], "--quiet")) g_quiet = 1;
         else if (!strcmp(argv[i], "--vocab-only")) vocab_only = 1;
+        else if (!strcmp(argv[i], "--dump") && i + 3 < argc) { dump_gguf_tensor(argv[i + 1], argv[i + 2], argv[i + 3]); return 0; }
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) usage();
         else if (argv[i][0] == '-') { fprintf(stderr, "convert: unknown option '%s'\n", argv[i]); usage(); }
         else if (!in) in = argv[i];
@@ -875,8 +1202,12 @@ int main(int argc, char **argv) {
     memset(&tb, 0, sizeof tb);
     tb.bos = tb.eos = tb.eot = -1;
     char p[4200];
+    size_t inlen = strlen(in);
     if (vocab_only) config_vocab_only(&cv, &tb, in);
-    else if (S_ISDIR(st.st_mode)) {
+    else if (!S_ISDIR(st.st_mode) && inlen > 5 && !strcmp(in + inlen - 5, ".gguf")) {
+        if (tokpath) die("a GGUF file carries its own tokenizer: drop --tokenizer");
+        config_from_gguf(&cv, &tb, in);
+    } else if (S_ISDIR(st.st_mode)) {
         config_from_hf(&cv, in);
         snprintf(p, sizeof p, "%s/tokenizer.json", in);
         if (tokpath) load_l2c_tokenizer(&tb, tokpath, cv.c.vocab_size);

@@ -83,7 +83,8 @@ static char *chat_turn(int fam, const char *sys, const char *user, int first, in
         if (first && sys) snprintf(b, n, "<|start_header_id|>system<|end_header_id|>\n\n%s<|eot_id|>", sys);
         snprintf(b + strlen(b), n - strlen(b), "<|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", user);
         break;
-    case CHAT_CHATML:
+    case CHAT_CHATML:   /* the template writes no BOS (some GGUFs name <|im_start|> as BOS: it must not double) */
+        *add_bos = 0;
         if (first && sys) snprintf(b, n, "<|im_start|>system\n%s<|im_end|>\n", sys);
         snprintf(b + strlen(b), n - strlen(b), "%s<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n", first ? "" : "\n", user);
         break;
