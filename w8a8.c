@@ -1532,9 +1532,9 @@ static char *read_whole(const char *path, size_t *n) {
 /* --- the GPU state --- */
 typedef struct { CUdeviceptr w, scale, bias; float in_scale; int N, K, Kp; } glinear;
 typedef struct { CUdeviceptr attn_norm, ffn_norm, q_norm, k_norm; glinear qkv, o, w13, w2; } glayer;
-enum { F_EMBED, F_RMSNORM, F_QUANT, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_ROPE, F_ATTN, F_ATTN_COMBINE, F_ARGMAX, F_COUNT };
+enum { F_EMBED, F_RMSNORM, F_QUANT, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_ROPE, F_ATTN, F_ATTN_COMBINE, F_ARGMAX, F_NLL, F_COUNT };
 static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "quantize_rows", "silu_mul_quant", "gemm_bf16", "gemm_e4m3",
-                                            "gemm_s8", "rope_kv", "attention", "attention_combine", "argmax_rows"};
+                                            "gemm_s8", "rope_kv", "attention", "attention_combine", "argmax_rows", "row_nll"};
 
 struct gpu_state {
     CUdevice dev;
@@ -2125,8 +2125,41 @@ int w8a8_sample(w8a8_model *m, int seq, w8a8_sampler *s, int *token) {
     return rc ? rc : w8a8_sample_logits(lg, m->cfg.vocab_size, s, token);
 }
 
+/* On the GPU: the rows' negative log-likelihoods are computed there; one float a row comes back. */
+static int gpu_score(w8a8_model *m, int seq, const int *ids, int n, double *nll_sum) {
+    gpu_state *g = m->gpu;
+    int rc = w8a8_seq_reset(m, seq), seqs[FEED_CHUNK], pos[FEED_CHUNK], V = m->cfg.vocab_size;
+    unsigned char want[FEED_CHUNK];
+    float nll[FEED_CHUNK];
+    double sum = 0;
+    if (rc || (rc = check_tokens(m, ids, n))) return rc;
+    if (n > m->max_ctx) return fail(W8A8_ERR_CONTEXT, "%d tokens do not fit the context of %d", n, m->max_ctx);
+    for (int done = 0; done < n - 1;) {
+        int k = n - 1 - done < FEED_CHUNK ? n - 1 - done : FEED_CHUNK;   /* rows done..done+k-1 predict ids[+1] */
+        for (int i = 0; i < k; i++) { seqs[i] = seq; pos[i] = done + i; want[i] = 1; }
+        if ((rc = forward(m, k, ids + done, seqs, pos, want))) return rc;
+        CUresult r = cu.MemcpyHtoDAsync(g->tok, ids + done + 1, sizeof(int) * k, g->stream);   /* targets */
+        CUdeviceptr out = g->part_ml;
+        void *args[] = {&g->logits, &g->tok, &V, &out};
+        if (r) return fail(W8A8_ERR_GPU, "copying targets: %s", cu_str(r));
+        if ((rc = launch(g, F_NLL, k, 1, 1, 1024, args)) || (rc = gpu_sync(g))) return rc;
+        if ((r = cu.MemcpyDtoH(nll, out, sizeof(float) * k))) return fail(W8A8_ERR_GPU, "copying back: %s", cu_str(r));
+        for (int i = 0; i < k; i++) sum += nll[i];
+        done += k;
+        m->seq_len[seq] = done;
+    }
+    *nll_sum = sum;
+    return W8A8_OK;
+}
+
 int w8a8_score(w8a8_model *m, int seq, const int *ids, int n, double *nll_sum, int *n_scored) {
     if (!m || !ids || !nll_sum || !n_scored || n < 2) return fail(W8A8_ERR_ARG, "w8a8_score: NULL argument or fewer than 2 tokens");
+    if (m->gpu) {
+        int rc = check_seq(m, seq);
+        if (!rc) rc = gpu_score(m, seq, ids, n, nll_sum);
+        if (!rc) *n_scored = n - 1;
+        return rc;
+    }
     size_t V = m->cfg.vocab_size;
     float *lg = malloc(sizeof(float) * V * n);
     if (!lg) return fail(W8A8_ERR_NOMEM, "out of memory for %d rows of logits", n);
