@@ -499,6 +499,8 @@ static int count_l2c_tokens(const char *path) {
     return n;
 }
 
+static int g_pad_vocab;   /* --synthetic: a model's vocabulary may be larger than its tokenizer's */
+
 static void load_l2c_tokenizer(tok_build *t, const char *path, int vocab) {
     blob b = map_file(path);
     size_t o = 4;
@@ -507,6 +509,7 @@ static void load_l2c_tokenizer(tok_build *t, const char *path, int vocab) {
     for (int i = 0; i < vocab; i++) {
         float sc;
         int32_t len;
+        if (o + 8 > b.n && g_pad_vocab) break;   /* the rest stay unused */
         if (o + 8 > b.n) die("'%s' holds fewer tokens than the model's vocabulary of %d", path, vocab);
         memcpy(&sc, b.p + o, 4);
         memcpy(&len, b.p + o + 4, 4);
@@ -971,10 +974,7 @@ static void config_from_l2c(conv *cv, const char *path) {
     if ((int64_t)b.n != end * 4) die("'%s' is %zu bytes, but its header implies %lld (truncated, or not a llama2.c checkpoint)", path, b.n, (long long)end * 4);
 }
 
-static void config_from_hf(conv *cv, const char *dir) {
-    char p[4200];
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    if (!file_exists(p)) die("'%s' has no config.json (is it a Hugging Face model directory?)", dir);
+static void parse_hf_config(conv *cv, const char *p) {
     jv cj = read_json(p);
     const jv *archs = jget(&cj, "architectures");
     const char *arch = archs && archs->type == J_ARR && archs->n > 0 && archs->items[0].type == J_STR ? archs->items[0].str : NULL;
@@ -996,8 +996,7 @@ static void config_from_hf(conv *cv, const char *dir) {
     c->max_context = (uint32_t)jnum(&cj, "max_position_embeddings", 2048);
     c->rope_theta = (float)jnum(&cj, "rope_theta", 10000.0);
     c->norm_eps = (float)jnum(&cj, "rms_norm_eps", 1e-6);
-    int tied = jbool(&cj, "tie_word_embeddings", 0);
-    if (tied) c->flags |= W8A8_TIED_EMBEDDINGS;
+    if (jbool(&cj, "tie_word_embeddings", 0)) c->flags |= W8A8_TIED_EMBEDDINGS;
     if (qwen2 || jbool(&cj, "attention_bias", 0)) c->flags |= W8A8_QKV_BIAS;
     if (qwen3) c->flags |= W8A8_QK_NORM;
     const jv *rs = jget(&cj, "rope_scaling");
@@ -1015,6 +1014,15 @@ static void config_from_hf(conv *cv, const char *dir) {
     c->eos_id = e && e->type == J_NUM ? (int)e->num : e && e->type == J_ARR && e->n && e->items[0].type == J_NUM ? (int)e->items[0].num : -1;
     c->eot_id = -1;
     jv_free(&cj);
+}
+
+static void config_from_hf(conv *cv, const char *dir) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    if (!file_exists(p)) die("'%s' has no config.json (is it a Hugging Face model directory?)", dir);
+    parse_hf_config(cv, p);
+    w8a8_config *c = &cv->c;
+    int tied = (c->flags & W8A8_TIED_EMBEDDINGS) != 0;
 
     /* the weights */
     cv->src.kind = SRC_ST;
@@ -1166,6 +1174,7 @@ static void usage(void) {
             "usage: convert INPUT -o OUT [--scheme f32|bf16|fp8|int8] [--tokenizer FILE] [--quiet]\n"
             "  INPUT  a Hugging Face directory, a GGUF file (.gguf), or a llama2.c checkpoint (.bin)\n"
             "       convert --vocab-only TOKENIZER -o OUT   (tokenizer.json or tokenizer.bin; random tiny weights)\n"
+            "       convert --synthetic config.json --tokenizer TOKENIZER -o OUT [--scheme S]   (real shapes, random weights)\n"
             "         (a llama2.c checkpoint needs --tokenizer tokenizer.bin)\n"
             "  --scheme     weights: f32 (reference), bf16, fp8 (E4M3 W8A8, default), int8 (W8A8)\n"
             "  --tokenizer  a llama2.c tokenizer.bin, used instead of tokenizer.json\n");
@@ -1174,13 +1183,14 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *tokpath = NULL, *scheme = "fp8";
-    int vocab_only = 0;
+    int vocab_only = 0, synthetic = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--scheme") && i + 1 < argc) scheme = argv[++i];
         else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokpath = argv[++i];
         else if (!strcmp(argv[i], "--quiet")) g_quiet = 1;
         else if (!strcmp(argv[i], "--vocab-only")) vocab_only = 1;
+        else if (!strcmp(argv[i], "--synthetic")) synthetic = 1;
         else if (!strcmp(argv[i], "--dump") && i + 3 < argc) { dump_gguf_tensor(argv[i + 1], argv[i + 2], argv[i + 3]); return 0; }
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) usage();
         else if (argv[i][0] == '-') { fprintf(stderr, "convert: unknown option '%s'\n", argv[i]); usage(); }
@@ -1203,7 +1213,17 @@ int main(int argc, char **argv) {
     tb.bos = tb.eos = tb.eot = -1;
     char p[4200];
     size_t inlen = strlen(in);
-    if (vocab_only) config_vocab_only(&cv, &tb, in);
+    if (synthetic) {   /* real shapes from a config.json, deterministic random weights: for benchmarks */
+        if (!tokpath) die("--synthetic needs a tokenizer: --tokenizer tokenizer.bin or tokenizer.json");
+        parse_hf_config(&cv, in);
+        g_pad_vocab = 1;
+        size_t tl = strlen(tokpath);
+        if (tl > 5 && !strcmp(tokpath + tl - 5, ".json")) load_hf_tokenizer(&tb, tokpath, cv.c.vocab_size);
+        else load_l2c_tokenizer(&tb, tokpath, cv.c.vocab_size);
+        if (cv.c.bos_id < 0 || cv.c.bos_id >= (int32_t)cv.c.vocab_size) cv.c.bos_id = tb.bos;
+        if (cv.c.eos_id < 0 || cv.c.eos_id >= (int32_t)cv.c.vocab_size) cv.c.eos_id = tb.eos;
+        cv.src.kind = SRC_SYNTH;
+    } else if (vocab_only) config_vocab_only(&cv, &tb, in);
     else if (!S_ISDIR(st.st_mode) && inlen > 5 && !strcmp(in + inlen - 5, ".gguf")) {
         if (tokpath) die("a GGUF file carries its own tokenizer: drop --tokenizer");
         config_from_gguf(&cv, &tb, in);

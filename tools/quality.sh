@@ -19,12 +19,13 @@ table() {   # name, input, convert flags, text, context, schemes...
   for s in "$@"; do
     local f="$O/$name.$s.w8a8"
     [ -f "$f" ] || ./convert "$in" $flags -o "$f" --scheme "$s" --quiet >&2 || { echo "| $name | $s | convert failed | | |"; continue; }
-    local p t0=$(date +%s.%N)
+    local p t0=$(date +%s)
     p=$(ppl "$f" "$text" "$ctx")
-    local secs=$(echo "$(date +%s.%N) - $t0" | bc)
+    local secs=$(( $(date +%s) - t0 ))
     [ -z "$base" ] && base=$p
     local d=$(awk -v a="$p" -v b="$base" 'BEGIN { if (a == "" || b == "") print "?"; else printf "%+.2f %%", 100 * (a / b - 1) }')
-    printf '| %s | %s | %s | %.1f MiB | %s | %s | %.0f s |\n' "$name" "$(basename "$text")" "$s" "$(echo "$(stat -c %s "$f") / 1048576" | bc -l)" "$p" "$d" "$secs"
+    local mib=$(awk -v b="$(stat -c %s "$f")" 'BEGIN { printf "%.1f", b / 1048576 }')
+    printf '| %s | %s | %s | %s MiB | %s | %s | %d s |\n' "$name" "$(basename "$text")" "$s" "$mib" "${p:-failed (see $O/log)}" "$d" "$secs"
   done
 }
 echo "| model | text | scheme | file | perplexity | Δ | time |"
