@@ -42,13 +42,32 @@ $(SMOLLM2):
 warnings:
 	$(CC) -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c
 	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c
+	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only fuzz/fuzz_model.c fuzz/fuzz_tokenizer.c fuzz/fuzz_json.c
+	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only -DW8A8_FUZZ fuzz/fuzz_convert.c
 
 # the perplexity table of every scheme (README); uses the GPU when there is one
 quality: all
 	bash tools/quality.sh
 
+# hardening: libFuzzer targets (FUZZ_SECONDS each), the CPU suite under ASan + UBSan, ./run under valgrind
+fuzz: all
+	bash tools/fuzz.sh
+
+test/test_main_asan: test/test_main.c test/test_gpu.c w8a8.c w8a8.h kernels.cu.inc tools/json.h
+	$(CC) -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+	  test/test_main.c -o $@ $(LDLIBS)
+
+test-asan: all test/test_main_asan
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./test/test_main_asan
+
+valgrind: all
+	valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect -q \
+	  ./run test/out/stories260K.fp8.w8a8 --cpu -n 30 -t 0.8 -s 1 "Once upon a time" > /dev/null
+	valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect -q \
+	  ./run test/out/tinystories-656k.int8.w8a8 -n 30 -t 0 -p 0.5 "Tom and" > /dev/null   # the GPU-or-fallback path
+
 clean:
-	rm -f run convert w8a8.o test/test_main
+	rm -f run convert w8a8.o test/test_main test/test_main_asan
 	rm -rf test/out
 
-.PHONY: all test clean deps warnings models quality
+.PHONY: all test clean deps warnings models quality fuzz test-asan valgrind

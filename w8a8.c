@@ -197,6 +197,7 @@ struct w8a8_model {
     gpu_state *gpu;
     char fallback[1024];          /* why the CPU runs this model */
     char *chat_tmpl;              /* the chat template, NUL-terminated */
+    int borrowed;                 /* the image is the caller's (w8a8_open_memory): not unmapped at close */
 };
 
 static int check_range(uint64_t off, uint64_t n, uint64_t size) { return off <= size && n <= size - off; }
@@ -281,20 +282,28 @@ static int validate_config(const w8a8_config *c) {
 static int tokenizer_load(tokenizer *t, const unsigned char *p, uint64_t n, uint32_t vocab);
 static void tokenizer_free(tokenizer *t);
 
-/* Maps a file and checks everything about it that can be checked without running it. */
-static int load_file(w8a8_model *m, const char *path) {
+/* Maps a file; check_image then checks it. */
+static int map_file(w8a8_model *m, const char *path) {
     struct stat st;
     m->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (m->fd < 0) return fail(W8A8_ERR_IO, "cannot open model file '%s': %s", path, strerror(errno));
     if (fstat(m->fd, &st) != 0) return fail(W8A8_ERR_IO, "cannot stat '%s': %s", path, strerror(errno));
     if (!S_ISREG(st.st_mode)) return fail(W8A8_ERR_IO, "'%s' is not a regular file", path);
-    uint64_t size = (uint64_t)st.st_size;
-    if (size < sizeof(w8a8_header))
+    if ((uint64_t)st.st_size < sizeof(w8a8_header))
         return fail(W8A8_ERR_FORMAT, "'%s' is too small to be a w8a8 model (%llu bytes; truncated?)", path,
-                    (unsigned long long)size);
-    m->map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, m->fd, 0);
+                    (unsigned long long)st.st_size);
+    m->map = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, m->fd, 0);
     if (m->map == MAP_FAILED) { m->map = NULL; return fail(W8A8_ERR_IO, "cannot map '%s': %s", path, strerror(errno)); }
-    m->map_bytes = size;
+    m->map_bytes = st.st_size;
+    return W8A8_OK;
+}
+
+/* Checks everything about a model image that can be checked without running it: nothing in it is used
+ * before this passes. `path` names it in messages. */
+static int check_image(w8a8_model *m, const char *path) {
+    uint64_t size = m->map_bytes;
+    if (size < sizeof(w8a8_header))
+        return fail(W8A8_ERR_FORMAT, "'%s' is too small to be a w8a8 model (%llu bytes; truncated?)", path, (unsigned long long)size);
     const w8a8_header *h = m->hdr = (const w8a8_header *)m->map;
     if (memcmp(h->magic, W8A8_MAGIC, 8) != 0)
         return fail(W8A8_ERR_FORMAT, "'%s' is not a w8a8 model file (bad magic); convert it with ./convert", path);
@@ -1322,6 +1331,11 @@ static void *dlopen_first(const char *const *names, char *tried, size_t n) {
 static int nvrtc_load(void) {
     if (nvrtc.lib) return W8A8_OK;
     const char *env = getenv("W8A8_NVRTC");
+    if (env && env[0]) {   /* when named, only that one */
+        void *h = dlopen(env, RTLD_NOW | RTLD_LOCAL);
+        if (!h) return fail(W8A8_ERR_GPU, "NVRTC not found: W8A8_NVRTC=%s cannot be opened (%s)", env, dlerror());
+        dlclose(h);
+    }
     const char *names[] = {env ? env : "", "libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "/usr/local/cuda/lib64/libnvrtc.so",
                            "/usr/local/cuda/lib64/libnvrtc.so.13", "/usr/local/cuda/lib64/libnvrtc.so.12",
                            "/usr/local/cuda/targets/x86_64-linux/lib/libnvrtc.so", "/usr/lib/x86_64-linux-gnu/libnvrtc.so", NULL};
@@ -1875,6 +1889,9 @@ static int cmp_prob_desc(const void *a, const void *b) {
 int w8a8_sample_logits(const float *logits, int n, w8a8_sampler *s, int *token) {
     if (!logits || n <= 0 || !s || !token) return fail(W8A8_ERR_ARG, "w8a8_sample_logits: NULL argument or empty logits");
     if (!(s->temperature >= 0) || !(s->top_p >= 0)) return fail(W8A8_ERR_ARG, "temperature and top_p must be >= 0");
+    for (int i = 0; i < n; i++)
+        if (!isfinite(logits[i]))
+            return fail(W8A8_ERR_ARG, "logit %d is %g: the model's weights or its computation are broken", i, logits[i]);
     if (s->temperature == 0.0f) { *token = argmax(logits, n); return W8A8_OK; }
     if (s->seed == 0) s->seed = 0x9e3779b97f4a7c15ull;
     float *p = malloc(sizeof(float) * n);
@@ -1883,6 +1900,10 @@ int w8a8_sample_logits(const float *logits, int n, w8a8_sampler *s, int *token) 
     float mx = logits[0] / s->temperature, sum = 0.0f;
     for (int i = 0; i < n; i++) { p[i] = logits[i] / s->temperature; mx = fmaxf(mx, p[i]); }
     for (int i = 0; i < n; i++) { p[i] = expf(p[i] - mx); sum += p[i]; }
+    if (!(sum >= 1.0f) || !isfinite(sum) || !isfinite(mx)) {   /* the max term alone is exp(0) = 1 */
+        free(p);
+        return fail(W8A8_ERR_ARG, "the logits overflow at temperature %g: the model's weights or its computation are broken", s->temperature);
+    }
     for (int i = 0; i < n; i++) p[i] /= sum;
     float coin = rng_f32(&s->seed), cdf = 0.0f;
     int pick = n - 1;
@@ -1898,7 +1919,7 @@ int w8a8_sample_logits(const float *logits, int n, w8a8_sampler *s, int *token) 
         for (int i = 0; i < n; i++) if (p[i] >= cutoff) pi[n0++] = (prob_index){p[i], i};
         qsort(pi, n0, sizeof *pi, cmp_prob_desc);
         float cum = 0.0f;
-        int last = n0 - 1;
+        int last = n0 - 1;   /* n0 >= 1: the largest probability is at least 1/n > cutoff */
         for (int i = 0; i < n0; i++) { cum += pi[i].p; if (cum > s->top_p) { last = i; break; } }
         float r = coin * cum;
         pick = pi[last].i;
@@ -1918,69 +1939,129 @@ w8a8_options w8a8_default_options(void) {
     return o;
 }
 
-void w8a8_close(w8a8_model *m) {
+/* --- open handles: every call checks its handle against this list, so a closed or made-up handle is an
+ * error, not a crash --- */
+#include <pthread.h>
+static pthread_mutex_t g_live_lock = PTHREAD_MUTEX_INITIALIZER;
+static w8a8_model **g_live;
+static int g_n_live;
+static int live_add(w8a8_model *m) {
+    pthread_mutex_lock(&g_live_lock);
+    w8a8_model **n = realloc(g_live, sizeof *n * (g_n_live + 1));
+    if (n) { g_live = n; g_live[g_n_live++] = m; }
+    pthread_mutex_unlock(&g_live_lock);
+    return n ? W8A8_OK : fail(W8A8_ERR_NOMEM, "out of memory");
+}
+static int live_remove(w8a8_model *m) {
+    int found = 0;
+    pthread_mutex_lock(&g_live_lock);
+    for (int i = 0; i < g_n_live; i++) if (g_live[i] == m) { g_live[i] = g_live[--g_n_live]; found = 1; break; }
+    pthread_mutex_unlock(&g_live_lock);
+    return found;
+}
+static int is_live(const w8a8_model *m) {
+    int found = 0;
+    pthread_mutex_lock(&g_live_lock);
+    for (int i = 0; i < g_n_live && !found; i++) found = g_live[i] == m;
+    pthread_mutex_unlock(&g_live_lock);
+    return found;
+}
+#define CHECK_MODEL(m) do { if (!(m)) return fail(W8A8_ERR_ARG, "NULL model"); \
+    if (!is_live(m)) return fail(W8A8_ERR_ARG, "not an open model (closed already?)"); } while (0)
+
+static void model_free(w8a8_model *m) {
     if (!m) return;
     gpu_free(m->gpu);
     cpu_free(m->cpu);
     tokenizer_free(&m->tok);
     free(m->layers); free(m->rope_cos); free(m->rope_sin);
     free(m->seq_len); free(m->logits); free(m->logits_ready); free(m->chat_tmpl);
-    if (m->map) munmap(m->map, m->map_bytes);
+    if (m->map && !m->borrowed) munmap(m->map, m->map_bytes);
     if (m->fd >= 0) close(m->fd);
     free(m);
 }
 
-int w8a8_open(w8a8_model **out, const char *path, const w8a8_options *opt_in) {
-    if (!out || !path) return fail(W8A8_ERR_ARG, "w8a8_open: NULL argument");
-    *out = NULL;
-    init_tables();
-    w8a8_model *m = calloc(1, sizeof *m);
-    if (!m) return fail(W8A8_ERR_NOMEM, "out of memory");
-    m->fd = -1;
-    m->opt = opt_in ? *opt_in : w8a8_default_options();
-    int rc = load_file(m, path);
+void w8a8_close(w8a8_model *m) {
+    if (m && live_remove(m)) model_free(m);   /* a handle not open (closed twice, made up) is left alone */
+}
+
+/* Everything after the image is in memory: checks, weights, tables, the backend. */
+static int finish_open(w8a8_model *m, const char *name) {
+    int rc = check_image(m, name);
     if (!rc) rc = bind_weights(m);
-    if (rc) { w8a8_close(m); return rc; }
+    if (rc) return rc;
     const w8a8_config *c = &m->cfg;
-    if (m->opt.max_context < 0 || m->opt.max_context > (int)c->max_context) {
-        rc = fail(W8A8_ERR_ARG, "context %d is outside 1..%u (the model's maximum)", m->opt.max_context, c->max_context);
-        w8a8_close(m);
-        return rc;
-    }
-    if (m->opt.max_batch < 0 || m->opt.max_batch > 4096) {
-        rc = fail(W8A8_ERR_ARG, "max_batch %d is outside 1..4096", m->opt.max_batch);
-        w8a8_close(m);
-        return rc;
-    }
+    if (m->opt.max_context < 0 || m->opt.max_context > (int)c->max_context)
+        return fail(W8A8_ERR_ARG, "context %d is outside 1..%u (the model's maximum)", m->opt.max_context, c->max_context);
+    if (m->opt.max_batch < 0 || m->opt.max_batch > 4096) return fail(W8A8_ERR_ARG, "max_batch %d is outside 1..4096", m->opt.max_batch);
     m->max_ctx = m->opt.max_context ? m->opt.max_context : c->max_context < 4096 ? (int)c->max_context : 4096;
     m->max_batch = m->opt.max_batch ? m->opt.max_batch : 1;
     m->seq_len = malloc(sizeof(int) * m->max_batch);
     m->logits_ready = calloc(m->max_batch, sizeof(int));
     m->logits = malloc(sizeof(float) * m->max_batch * (size_t)c->vocab_size);
-    if (!m->seq_len || !m->logits_ready || !m->logits) { w8a8_close(m); return fail(W8A8_ERR_NOMEM, "out of memory"); }
-    for (int i = 0; i < m->max_batch; i++) m->seq_len[i] = -1;
     m->chat_tmpl = strndup(m->tok.chat_template, m->tok.template_bytes);
-    if (!m->chat_tmpl) { w8a8_close(m); return fail(W8A8_ERR_NOMEM, "out of memory"); }
-    if ((rc = build_rope(m))) { w8a8_close(m); return rc; }
+    if (!m->seq_len || !m->logits_ready || !m->logits || !m->chat_tmpl) return fail(W8A8_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < m->max_batch; i++) m->seq_len[i] = -1;
+    if ((rc = build_rope(m))) return rc;
     if (!m->opt.force_cpu) {
         rc = gpu_open(m);
-        if (rc && m->opt.require_gpu) { w8a8_close(m); return rc; }
-        if (rc) snprintf(m->fallback, sizeof m->fallback, "%s", g_error);
+        if (rc && m->opt.require_gpu) return rc;
+        if (rc) {
+            snprintf(m->fallback, sizeof m->fallback, "%s", g_error);
+            gpu_free(m->gpu);   /* whatever a failed start made */
+            m->gpu = NULL;
+        }
     } else snprintf(m->fallback, sizeof m->fallback, "the CPU was asked for");
-    if (!m->gpu && (rc = cpu_init(m))) { w8a8_close(m); return rc; }
+    if (!m->gpu && (rc = cpu_init(m))) return rc;
+    return live_add(m);
+}
+
+static w8a8_model *model_new(const w8a8_options *opt) {
+    init_tables();
+    w8a8_model *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->fd = -1;
+    m->opt = opt ? *opt : w8a8_default_options();
+    return m;
+}
+
+int w8a8_open(w8a8_model **out, const char *path, const w8a8_options *opt) {
+    if (!out || !path) return fail(W8A8_ERR_ARG, "w8a8_open: NULL argument");
+    *out = NULL;
+    w8a8_model *m = model_new(opt);
+    if (!m) return fail(W8A8_ERR_NOMEM, "out of memory");
+    int rc = map_file(m, path);
+    if (!rc) rc = finish_open(m, path);
+    if (rc) { int keep = rc; char msg[sizeof g_error]; memcpy(msg, g_error, sizeof msg); model_free(m); memcpy(g_error, msg, sizeof msg); return keep; }
     *out = m;
     return W8A8_OK;
 }
 
-const w8a8_config *w8a8_config_of(const w8a8_model *m) { return m ? &m->cfg : NULL; }
-int w8a8_on_gpu(const w8a8_model *m) { return m && m->gpu; }
-int w8a8_context_of(const w8a8_model *m) { return m ? m->max_ctx : 0; }
-const char *w8a8_fallback_reason(const w8a8_model *m) { return m && !m->gpu ? m->fallback : ""; }
-const char *w8a8_chat_template(const w8a8_model *m) { return m && m->chat_tmpl ? m->chat_tmpl : ""; }
-const char *w8a8_backend_info(const w8a8_model *m) { return m && m->gpu ? m->gpu->info : ""; }
-const char *w8a8_device_name(const w8a8_model *m) { return !m ? "" : m->gpu ? gpu_name(m->gpu) : "CPU reference"; }
+int w8a8_open_memory(w8a8_model **out, const void *data, size_t n, const w8a8_options *opt) {
+    if (!out || !data) return fail(W8A8_ERR_ARG, "w8a8_open_memory: NULL argument");
+    *out = NULL;
+    if ((uintptr_t)data % 8) return fail(W8A8_ERR_ARG, "w8a8_open_memory: the image must be 8-byte aligned (256 for speed)");
+    w8a8_model *m = model_new(opt);
+    if (!m) return fail(W8A8_ERR_NOMEM, "out of memory");
+    m->map = (unsigned char *)data;
+    m->map_bytes = n;
+    m->borrowed = 1;
+    int rc = finish_open(m, "model image");
+    if (rc) { int keep = rc; char msg[sizeof g_error]; memcpy(msg, g_error, sizeof msg); model_free(m); memcpy(g_error, msg, sizeof msg); return keep; }
+    *out = m;
+    return W8A8_OK;
+}
+
+const w8a8_config *w8a8_config_of(const w8a8_model *m) { return m && is_live(m) ? &m->cfg : NULL; }
+int w8a8_on_gpu(const w8a8_model *m) { return m && is_live(m) && m->gpu; }
+int w8a8_context_of(const w8a8_model *m) { return m && is_live(m) ? m->max_ctx : 0; }
+const char *w8a8_fallback_reason(const w8a8_model *m) { return m && is_live(m) && !m->gpu ? m->fallback : ""; }
+const char *w8a8_chat_template(const w8a8_model *m) { return m && is_live(m) && m->chat_tmpl ? m->chat_tmpl : ""; }
+const char *w8a8_backend_info(const w8a8_model *m) { return m && is_live(m) && m->gpu ? m->gpu->info : ""; }
+const char *w8a8_device_name(const w8a8_model *m) { return !m || !is_live(m) ? "" : m->gpu ? gpu_name(m->gpu) : "CPU reference"; }
 
 int w8a8_tokenize(w8a8_model *m, const char *text, int add_bos, int *ids, int max_ids, int *n_ids) {
+    CHECK_MODEL(m);
     if (!m || !text || !n_ids || (max_ids > 0 && !ids)) return fail(W8A8_ERR_ARG, "w8a8_tokenize: NULL argument");
     ivec v = {0};
     if (add_bos && m->cfg.bos_id >= 0 && (m->tok.flags & W8A8_TOKF_ADD_BOS)) ivec_push(&v, m->cfg.bos_id);
@@ -1994,6 +2075,7 @@ int w8a8_tokenize(w8a8_model *m, const char *text, int add_bos, int *ids, int ma
 }
 
 int w8a8_token_bytes(w8a8_model *m, int id, const char **bytes, int *len) {
+    CHECK_MODEL(m);
     if (!m || !bytes || !len) return fail(W8A8_ERR_ARG, "w8a8_token_bytes: NULL argument");
     if (id < 0 || id >= m->tok.n_tokens) return fail(W8A8_ERR_TOKEN, "token id %d is outside 0..%d", id, m->tok.n_tokens - 1);
     *bytes = (const char *)tok_text(&m->tok, id, len);
@@ -2001,19 +2083,21 @@ int w8a8_token_bytes(w8a8_model *m, int id, const char **bytes, int *len) {
 }
 
 int w8a8_decode(w8a8_model *m, w8a8_decoder *d, int id, char *out, int cap, int *len) {
+    CHECK_MODEL(m);
     if (!m || !d || !out || !len) return fail(W8A8_ERR_ARG, "w8a8_decode: NULL argument");
     if (id < 0 || id >= m->tok.n_tokens) return fail(W8A8_ERR_TOKEN, "token id %d is outside 0..%d", id, m->tok.n_tokens - 1);
     return decode_stream(&m->tok, d, id, out, cap, len);
 }
 
 static int check_seq(const w8a8_model *m, int seq) {
-    if (!m) return fail(W8A8_ERR_ARG, "NULL model");
+    CHECK_MODEL(m);
     if (seq < 0 || seq >= m->max_batch || m->seq_len[seq] < 0)
         return fail(W8A8_ERR_ARG, "sequence %d is not started (this model holds %d; see w8a8_seq_start)", seq, m->max_batch);
     return W8A8_OK;
 }
 
 int w8a8_seq_start(w8a8_model *m, int *seq) {
+    CHECK_MODEL(m);
     if (!m || !seq) return fail(W8A8_ERR_ARG, "w8a8_seq_start: NULL argument");
     for (int i = 0; i < m->max_batch; i++)
         if (m->seq_len[i] < 0) { m->seq_len[i] = 0; m->logits_ready[i] = 0; *seq = i; return W8A8_OK; }
@@ -2070,6 +2154,7 @@ static int feed_rows(w8a8_model *m, int seq, const int *ids, int n, float *all_l
 int w8a8_feed(w8a8_model *m, int seq, const int *ids, int n) { return feed_rows(m, seq, ids, n, NULL); }
 
 int w8a8_step(w8a8_model *m, int n_seqs, const int *seqs, const int *ids) {
+    CHECK_MODEL(m);
     if (!m || !seqs || !ids || n_seqs <= 0) return fail(W8A8_ERR_ARG, "w8a8_step: NULL argument or no sequences");
     if (n_seqs > m->max_batch) return fail(W8A8_ERR_ARG, "w8a8_step: %d sequences, more than max_batch %d", n_seqs, m->max_batch);
     int rc, pos[4096];
@@ -2153,6 +2238,7 @@ static int gpu_score(w8a8_model *m, int seq, const int *ids, int n, double *nll_
 }
 
 int w8a8_score(w8a8_model *m, int seq, const int *ids, int n, double *nll_sum, int *n_scored) {
+    CHECK_MODEL(m);
     if (!m || !ids || !nll_sum || !n_scored || n < 2) return fail(W8A8_ERR_ARG, "w8a8_score: NULL argument or fewer than 2 tokens");
     if (m->gpu) {
         int rc = check_seq(m, seq);

@@ -171,7 +171,10 @@ typedef struct {
 
 w8a8_options w8a8_default_options(void);
 int w8a8_open(w8a8_model **out, const char *path, const w8a8_options *opt);
-void w8a8_close(w8a8_model *m);   /* NULL is fine */
+/* The same from a model image in memory (e.g. linked into the program); it must stay valid until close and be
+ * 8-byte aligned (256 keeps the tensors aligned). */
+int w8a8_open_memory(w8a8_model **out, const void *data, size_t n, const w8a8_options *opt);
+void w8a8_close(w8a8_model *m);   /* NULL, or a handle already closed, is ignored */
 
 const w8a8_config *w8a8_config_of(const w8a8_model *m);   /* NULL if m is NULL */
 int w8a8_context_of(const w8a8_model *m);                   /* positions each sequence holds */

@@ -441,3 +441,37 @@ static void test_gpu_cache(void) {
     result(strstr(info[1], "loaded from the cache") != NULL, "kernel cache: the second start loads without compiling", "%s (%.2f s to open)", info[1], t[1]);
     result(strstr(info[2], "compiled") != NULL, "kernel cache: a corrupted entry is compiled again", "%s", info[2]);
 }
+
+/* GPU faults: out of memory names the sizes and leaks nothing; an unwritable cache compiles each time and
+ * says so; two processes starting at once on an empty cache both work and leave whole entries */
+static void test_gpu_faults(void) {
+    if (!have_gpu()) { skip("GPU faults", gpu_skip_why); return; }
+    char *big = path("%s/synth-smollm2.fp8.w8a8", OUT);
+    if (!exists(big)) sh("./convert --synthetic test/synth/smollm2-135m.json --tokenizer %s/tokenizers/llama2/tokenizer.bin -o %s --scheme fp8 --quiet", SH, big);
+    w8a8_model *probe = open_gpu(model("stories260K", "int8"), 1);
+    size_t free0 = 0, total = 0, free1 = 0;
+    if (probe) { cu.CtxSetCurrent(probe->gpu->ctx); cu.MemGetInfo(&free0, &total); }
+    w8a8_options o = w8a8_default_options();
+    o.require_gpu = 1; o.max_batch = 4096; o.max_context = 8192;   /* a 773 GB KV cache */
+    w8a8_model *m = NULL;
+    int rc = w8a8_open(&m, big, &o);
+    char msg[1100];
+    snprintf(msg, sizeof msg, "%s", w8a8_error());
+    if (probe) cu.MemGetInfo(&free1, &total);
+    result(rc == W8A8_ERR_NOMEM && !m && strstr(msg, "KV cache") && strstr(msg, "MiB") && free1 + (64 << 20) >= free0,
+           "GPU out of memory: an error naming the sizes; nothing leaked", "%s (free before %.0f MiB, after %.0f MiB)", msg, free0 / 1048576.0, free1 / 1048576.0);
+    w8a8_close(probe);
+    setenv("W8A8_CACHE", "/proc/w8a8-not-writable", 1);
+    m = open_gpu(model("stories260K", "int8"), 1);
+    result(m && strstr(w8a8_backend_info(m), "not cached"), "kernel cache folder not writable: compiled each time, with a note", "%s", m ? w8a8_backend_info(m) : gpu_skip_why);
+    w8a8_close(m);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/kcache2", OUT);
+    sh("rm -rf %s", dir);
+    setenv("W8A8_CACHE", dir, 1);
+    rc = sh("(./run %s -n 4 -t 0 'Tim' > %s/p1.txt 2>&1 & ./run %s -n 4 -t 0 'Tim' > %s/p2.txt 2>&1 & wait) && ./run %s -n 4 -t 0 'Tim' -v 2>&1 | grep -q 'loaded from the cache'",
+            model("stories260K", "int8"), OUT, model("stories260K", "int8"), OUT, model("stories260K", "int8"));
+    unsetenv("W8A8_CACHE");
+    int tmp_left = sh("ls %s | grep -q tmp", dir) == 0;
+    result(rc == 0 && !tmp_left, "two processes starting at once on an empty cache: both run, the entry is whole and loads", "");
+}

@@ -297,7 +297,8 @@ static void test_656k_coherent(void) {
     if (!m) { result(0, "tinystories-656k", "convert/open failed: %s", w8a8_error()); return; }
     char *t = generate_text(m, "", 120);
     int words = 0, alpha = 0;
-    for (char *w = strtok(strdup(t), " \n"); w; w = strtok(NULL, " \n")) {
+    char *dup = strdup(t);
+    for (char *w = strtok(dup, " \n"); w; w = strtok(NULL, " \n")) {
         words++;
         int ok = 1;
         for (char *c = w; *c; c++) ok &= (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || strchr(".,!?'\"-:;", *c) != NULL;
@@ -306,6 +307,7 @@ static void test_656k_coherent(void) {
     result(!strncmp(t, "Once upon a time", 16) && words > 60 && alpha >= words * 95 / 100,
            "tinystories-656k: converts from HF (tokenizer.json) and writes coherent text greedily from BOS", "%d words, %d plain; \"%.100s...\"", words, alpha, t);
     free(t);
+    free(dup);
     w8a8_close(m);
 }
 
@@ -716,7 +718,7 @@ static void test_batch(void) {
 static void test_sampling(void) {
     float lg[5] = {1, 3, 2, 3, -1};
     w8a8_sampler g = {0, 0, 0};
-    int t, ok;
+    int t = -1, ok;
     w8a8_sample_logits(lg, 5, &g, &t);
     ok = t == 1;   /* the first maximum */
     int a[50], b[50], c[50];
@@ -734,6 +736,9 @@ static void test_sampling(void) {
     w8a8_sample_logits(lg, 5, &tiny, &t);
     result(ok && diff > 0 && never4 && (t == 1 || t == 3), "sampling: greedy first max, same seed same draws, top-p cuts the tail", "");
     result(w8a8_sample_logits(lg, 5, &(w8a8_sampler){-1, 0, 0}, &t) == W8A8_ERR_ARG, "sampling: a negative temperature is an error", "");
+    float bad[3] = {1, NAN, 2};
+    result(w8a8_sample_logits(bad, 3, &(w8a8_sampler){0.8f, 0.5f, 1}, &t) == W8A8_ERR_ARG && strstr(w8a8_error(), "broken"),
+           "sampling: NaN logits are an error, not a silent pick (found by fuzz_model)", "%s", w8a8_error());
 }
 
 static void test_api_misuse(void) {
@@ -753,7 +758,39 @@ static void test_api_misuse(void) {
     free(many);
     w8a8_close(m);
     w8a8_close(NULL);
-    result(ok, "API misuse: NULLs, unknown sequences, duplicate sequences, overlong prompts are errors", "%s", ok ? "" : w8a8_error());
+    /* calls after close, a second close, a made-up handle: errors, never crashes */
+    w8a8_model *fake = (w8a8_model *)(uintptr_t)0x1000;
+    ok &= w8a8_feed(m, 0, ids, 1) == W8A8_ERR_ARG && strstr(w8a8_error(), "not an open model");
+    ok &= w8a8_tokenize(m, "x", 0, ids, 8, &n) == W8A8_ERR_ARG && w8a8_seq_start(fake, &seq) == W8A8_ERR_ARG && !w8a8_config_of(m);
+    w8a8_close(m);
+    w8a8_close(fake);
+    /* w8a8_open_memory: the same model from an image in memory */
+    size_t len;
+    char *img = slurp(model("stories260K", "fp8"), &len);
+    w8a8_model *mm = NULL;
+    w8a8_options o = w8a8_default_options();
+    o.force_cpu = 1;
+    ok &= w8a8_open_memory(&mm, img, len, &o) == 0 && w8a8_tokenize(mm, "Tim", 1, ids, 8, &n) == 0 && n == 2;
+    w8a8_close(mm);
+    ok &= w8a8_open_memory(&mm, img + 1, len - 1, &o) == W8A8_ERR_ARG && !mm;
+    free(img);
+    result(ok, "API misuse: NULLs, unknown or duplicate sequences, overlong prompts, calls after close, double close, made-up handles are errors", "%s", ok ? "" : w8a8_error());
+
+    /* invalid UTF-8 in a prompt: byte fallback (SentencePiece) or bytes (byte-level), and back out as U+FFFD */
+    const char *bad_utf8 = "ok \xff\xfe caf\xc3 \xe2\x82 end \xf0\x9f\x99";
+    int good = 1;
+    for (int k = 0; k < 3; k++) {
+        const char *tk[] = {"llama2", "llama3", "qwen3"};
+        w8a8_model *t = open_cpu(path("%s/tok-%s.w8a8", OUT, tk[k]), 1);
+        int ids2[256], n2, l;
+        char outb[4096] = "", b[256];
+        w8a8_decoder d = {0};
+        good &= t && !w8a8_tokenize(t, bad_utf8, 0, ids2, 256, &n2) && n2 > 0;
+        for (int i = 0; t && i < n2; i++) { w8a8_decode(t, &d, ids2[i], b, sizeof b, &l); strncat(outb, b, l); }
+        good &= strstr(outb, "ok ") && strstr(outb, "end") && strstr(outb, "\xef\xbf\xbd");   /* U+FFFD for the broken bytes */
+        w8a8_close(t);
+    }
+    result(good, "invalid UTF-8 in a prompt is tokenized (byte fallback / bytes) and decoded with U+FFFD, no crash", "");
 }
 
 static void test_cli(void) {
@@ -822,6 +859,43 @@ static void test_example(void) {
     result(rc == 0 && out && strlen(out) > 20, "the example in w8a8.h builds with `cc -c w8a8.c` from the drop-in files alone and runs",
            "%d lines; output \"%.60s...\"", lines, out ? out : "");
     free(out);
+}
+
+/* faults on the way to the GPU that can be made without one */
+static void test_faults(void) {
+    setenv("W8A8_NVRTC", "/nonexistent/libnvrtc.so", 1);
+    int rc = w8a8_compile_check("sm_90a", NULL);
+    result(rc == W8A8_ERR_GPU && strstr(w8a8_error(), "NVRTC not found"), "no NVRTC: a clear error (and the CPU reference from w8a8_open)", "%s", w8a8_error());
+    unsetenv("W8A8_NVRTC");
+    w8a8_model *m = NULL;
+    w8a8_options o = w8a8_default_options();
+    setenv("W8A8_NVRTC", "/nonexistent/libnvrtc.so", 1);
+    rc = w8a8_open(&m, model("stories260K", "int8"), &o);
+    result(rc == 0 && !w8a8_on_gpu(m) && w8a8_fallback_reason(m)[0], "no GPU or no NVRTC: w8a8_open falls back to the CPU and says why", "%s", w8a8_fallback_reason(m));
+    w8a8_close(m);
+    o.require_gpu = 1;
+    rc = w8a8_open(&m, model("stories260K", "int8"), &o);
+    result(rc == W8A8_ERR_GPU && !m, "require_gpu without a usable GPU: an error", "%s", w8a8_error());
+    unsetenv("W8A8_NVRTC");
+    /* an NVRTC compile failure: the log, with its line, in the error */
+    char *src = slurp("kernels.cu.inc", NULL);
+    if (!src) { result(0, "compile failure", "no kernels.cu.inc"); return; }
+    char *p = strstr(src, "extern \"C\" __global__ void embed(");
+    FILE *f = fopen(path("%s/broken.cu.inc", OUT), "w");
+    fprintf(f, "%.*sthis is not CUDA;\n%s", (int)(p - src), src, p);
+    fclose(f);
+    setenv("W8A8_KERNELS_FILE", path("%s/broken.cu.inc", OUT), 1);
+    rc = w8a8_compile_check("sm_90a", NULL);
+    unsetenv("W8A8_KERNELS_FILE");
+    if (rc && strstr(w8a8_error(), "NVRTC not found")) skip("an NVRTC compile failure puts the log in the error", w8a8_error());
+    else result(rc == W8A8_ERR_GPU && strstr(w8a8_error(), "kernels.cu.inc(") && strstr(w8a8_error(), "error"),
+                "an NVRTC compile failure puts the log (file and line) in the error", "%.160s", w8a8_error());
+    free(src);
+    /* a prompt longer than the context: a clear error, not a silent truncation */
+    rc = sh("./run %s -c 8 --cpu 'Once upon a time there was a little girl named Lily who' > /dev/null 2> %s/err.txt", model("stories260K", "fp8"), OUT);
+    char *e = slurp(path("%s/err.txt", OUT), NULL);
+    result(rc != 0 && e && strstr(e, "do not fit"), "./run: a prompt longer than the context is a clear error", "%s", e ? strstr(e, "run: prompt") ? strstr(e, "run: prompt") : e : "");
+    free(e);
 }
 
 static void test_nvrtc(void) {
@@ -965,8 +1039,8 @@ int main(int argc, char **argv) {
         {"fp8", test_fp8}, {"golden", test_golden}, {"hf", test_hf_equals_l2c}, {"hfref", test_hf_reference},
         {"656k", test_656k_coherent}, {"tokenizers", test_tokenizers}, {"quant", test_quantized_forward},
         {"ppl", test_perplexity}, {"bad", test_bad_files}, {"batch", test_batch}, {"sampling", test_sampling},
-        {"misuse", test_api_misuse}, {"cli", test_cli}, {"example", test_example}, {"nvrtc", test_nvrtc},
-        {"gguf", test_gguf}, {"gpu", test_gpu_kernels}, {"gpu-e2e", test_gpu_e2e}, {"gpu-batch", test_gpu_batch}, {"gpu-cache", test_gpu_cache},
+        {"misuse", test_api_misuse}, {"cli", test_cli}, {"example", test_example}, {"nvrtc", test_nvrtc}, {"faults", test_faults},
+        {"gguf", test_gguf}, {"gpu", test_gpu_kernels}, {"gpu-e2e", test_gpu_e2e}, {"gpu-batch", test_gpu_batch}, {"gpu-cache", test_gpu_cache}, {"gpu-faults", test_gpu_faults},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
         if (only && strcmp(only, tests[i].name)) continue;

@@ -8,7 +8,6 @@
  * so an interrupted run never leaves a half-written model. */
 #define _GNU_SOURCE
 #include "../w8a8.h"
-#include "json.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -27,8 +26,44 @@
 static char g_tmp_path[4200];
 static int g_quiet;
 
+/* Allocation: in the fuzz build (fuzz/fuzz_convert.c) every block is tracked, die() jumps back to the
+ * harness instead of exiting, and the harness frees what an input left behind. */
+#ifdef W8A8_FUZZ
+#include <setjmp.h>
+static jmp_buf *g_die_jump;
+static void *g_blocks[1 << 18];
+static int g_n_blocks;
+static void *track(void *p) { if (p && g_n_blocks < (1 << 18)) g_blocks[g_n_blocks++] = p; return p; }
+static void untrack(void *p) {
+    for (int i = g_n_blocks - 1; p && i >= 0; i--) if (g_blocks[i] == p) { g_blocks[i] = g_blocks[--g_n_blocks]; return; }
+}
+static void *t_malloc(size_t n) { return track(malloc(n)); }
+static void *t_calloc(size_t n, size_t s) { return track(calloc(n, s)); }
+static void *t_realloc(void *p, size_t n) { void *q = realloc(p, n); if (q) { untrack(p); track(q); } return q; }
+static void t_free(void *p) { untrack(p); free(p); }
+static char *t_strdup(const char *s) { return track(strdup(s)); }
+#define J_MALLOC t_malloc
+#define J_REALLOC t_realloc
+#define J_FREE t_free
+#define MALLOC t_malloc
+#define CALLOC t_calloc
+#define REALLOC t_realloc
+#define FREE t_free
+#define STRDUP t_strdup
+#else
+#define MALLOC malloc
+#define CALLOC calloc
+#define REALLOC realloc
+#define FREE free
+#define STRDUP strdup
+#endif
+#include "json.h"
+
 __attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...) {
     va_list ap;
+#ifdef W8A8_FUZZ
+    if (g_die_jump) longjmp(*g_die_jump, 1);   /* quietly: the fuzzer feeds it nonsense on purpose */
+#endif
     va_start(ap, fmt);
     fprintf(stderr, "convert: ");
     vfprintf(stderr, fmt, ap);
@@ -43,17 +78,21 @@ static void on_signal(int sig) {
     raise(sig);
 }
 static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
+    void *p = MALLOC(n ? n : 1);
     if (!p) die("out of memory (%zu bytes)", n);
     return p;
 }
 static void *xcalloc(size_t n, size_t s) {
-    void *p = calloc(n ? n : 1, s ? s : 1);
+    void *p = CALLOC(n ? n : 1, s ? s : 1);
     if (!p) die("out of memory (%zu bytes)", n * s);
     return p;
 }
 
 typedef struct { unsigned char *p; size_t n; } blob;
+#ifdef W8A8_FUZZ
+static blob g_maps[64];
+static int g_n_maps;
+#endif
 static blob map_file(const char *path) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) die("cannot open '%s': %s", path, strerror(errno));
@@ -65,14 +104,24 @@ static blob map_file(const char *path) {
         if (b.p == MAP_FAILED) die("cannot map '%s': %s", path, strerror(errno));
     }
     close(fd);
+#ifdef W8A8_FUZZ
+    if (b.p && g_n_maps < 64) g_maps[g_n_maps++] = b;
+#endif
     return b;
 }
+static void unmap_blob(blob b) {
+#ifdef W8A8_FUZZ
+    for (int i = 0; i < g_n_maps; i++) if (g_maps[i].p == b.p) { g_maps[i] = g_maps[--g_n_maps]; break; }
+#endif
+    if (b.p) munmap(b.p, b.n);
+}
+
 static jv read_json(const char *path) {
     blob b = map_file(path);
     jv v;
     char err[200];
     if (json_parse((const char *)b.p, b.n, &v, err, sizeof err)) die("'%s' is not valid JSON: %s", path, err);
-    munmap(b.p, b.n);
+    unmap_blob(b);
     return v;
 }
 static int file_exists(const char *p) { struct stat st; return stat(p, &st) == 0; }
@@ -124,8 +173,8 @@ static void gskip(gcur *c, int t) {
 
 static gguf_file gguf_open(const char *path) {
     gguf_file g = {map_file(path), NULL, 0, NULL, 0, path};
-    gcur c = {g.b.p, g.b.p + g.b.n, path};
     if (g.b.n < 24 || memcmp(g.b.p, "GGUF", 4)) die("'%s' is not a GGUF file", path);
+    gcur c = {g.b.p, g.b.p + g.b.n, path};
     c.p += 4;
     uint32_t ver = gu32(&c);
     if (ver != 2 && ver != 3) die("'%s': GGUF version %u is not read (2 and 3 are)", path, ver);
@@ -183,7 +232,7 @@ static gguf_file gguf_open(const char *path) {
         if (data + offs[i] > g.b.n || t->bytes > g.b.n - data - offs[i]) die("'%s': tensor '%s' lies outside the file", path, t->name);
         t->data = g.b.p + data + offs[i];
     }
-    free(offs);
+    FREE(offs);
     return g;
 }
 
@@ -320,7 +369,7 @@ static void st_open(source *s, const char *path) {
             of->items[0].type != J_NUM || of->items[1].type != J_NUM)
             die("'%s': tensor '%s' has a malformed header entry", path, h.keys[i]);
         st_tensor t = {0};
-        t.name = strdup(h.keys[i]);
+        t.name = STRDUP(h.keys[i]);
         t.dtype = !strcmp(dt->str, "F32") ? ST_F32 : !strcmp(dt->str, "F16") ? ST_F16 : !strcmp(dt->str, "BF16") ? ST_BF16 : ST_OTHER;
         t.ndim = sh->n;
         uint64_t elems = 1;
@@ -335,7 +384,7 @@ static void st_open(source *s, const char *path) {
         t.bytes = (size_t)(b1 - b0);
         int es = t.dtype == ST_F32 ? 4 : t.dtype == ST_OTHER ? 0 : 2;
         if (es && (uint64_t)t.bytes != elems * es) die("'%s': tensor '%s' has %zu bytes for %llu elements", path, t.name, t.bytes, (unsigned long long)elems);
-        s->t = realloc(s->t, sizeof(st_tensor) * (s->n + 1));
+        s->t = REALLOC(s->t, sizeof(st_tensor) * (s->n + 1));
         if (!s->t) die("out of memory");
         s->t[s->n++] = t;
         if (t.dtype == ST_OTHER && strstr(t.name, "weight"))
@@ -452,7 +501,7 @@ static void unpermute_rows(float *w, int n_heads, int head_dim, int cols) {
             for (int c = 0; c < 2; c++)
                 memcpy(base + (size_t)(2 * p + c) * c1, tmp + (size_t)(c * head_dim / 2 + p) * c1, sizeof(float) * c1);
     }
-    free(tmp);
+    FREE(tmp);
 }
 
 /* =========================================================================================================
@@ -475,7 +524,7 @@ static void tb_alloc(tok_build *t, int n) {
     t->types = xcalloc(n, 1);
     t->text = xcalloc(n, sizeof(char *));
     t->len = xcalloc(n, sizeof(int));
-    for (int i = 0; i < n; i++) { t->types[i] = W8A8_TT_UNUSED; t->text[i] = strdup(""); }
+    for (int i = 0; i < n; i++) { t->types[i] = W8A8_TT_UNUSED; t->text[i] = STRDUP(""); }
 }
 
 static int parse_byte_token(const char *s, int n) {
@@ -495,7 +544,7 @@ static int count_l2c_tokens(const char *path) {
         o += 8 + len;
         n++;
     }
-    munmap(b.p, b.n);
+    unmap_blob(b);
     return n;
 }
 
@@ -515,7 +564,7 @@ static void load_l2c_tokenizer(tok_build *t, const char *path, int vocab) {
         memcpy(&len, b.p + o + 4, 4);
         o += 8;
         if (len < 0 || len > 4096 || o + len > b.n) die("'%s': token %d has a bad length", path, i);
-        free(t->text[i]);
+        FREE(t->text[i]);
         t->text[i] = xmalloc(len + 1);
         memcpy(t->text[i], b.p + o, len);
         t->text[i][len] = 0;
@@ -530,7 +579,7 @@ static void load_l2c_tokenizer(tok_build *t, const char *path, int vocab) {
     t->kind = W8A8_TOK_SPM;
     t->flags = W8A8_TOKF_DUMMY_PREFIX | W8A8_TOKF_BYTE_FALLBACK | W8A8_TOKF_ADD_BOS;
     t->bos = 1; t->eos = 2; t->eot = -1;
-    munmap(b.p, b.n);
+    unmap_blob(b);
 }
 
 /* GPT-2's byte-to-character map, inverted: a character of a byte-level token stands for one byte. */
@@ -648,7 +697,7 @@ static void load_hf_tokenizer(tok_build *t, const char *path, int vocab) {
         if (vj->items[i].type != J_NUM || vj->items[i].num < 0) die("'%s': vocabulary entry %d has no id", path, i);
         int id = (int)vj->items[i].num, ok;
         ve[i] = (vocab_ent){vj->keys[i], vj->key_lens[i], id};
-        free(t->text[id]);
+        FREE(t->text[id]);
         token_bytes(t, vj->keys[i], vj->key_lens[i], &t->text[id], &t->len[id], &ok);
         int byte = t->kind == W8A8_TOK_BPE ? parse_byte_token(vj->keys[i], vj->key_lens[i]) : -1;
         if (byte >= 0) { t->types[id] = W8A8_TT_BYTE; t->text[id][0] = (char)byte; t->len[id] = 1; }
@@ -660,7 +709,7 @@ static void load_hf_tokenizer(tok_build *t, const char *path, int vocab) {
         int id = (int)jnum(a, "id", -1);
         const jv *c = jget(a, "content");
         if (id < 0 || id >= vocab || !c || c->type != J_STR) die("'%s': added token %d is malformed", path, i);
-        free(t->text[id]);
+        FREE(t->text[id]);
         t->text[id] = xmalloc(c->n + 1);
         memcpy(t->text[id], c->str, c->n + 1);
         t->len[id] = c->n;
@@ -686,7 +735,7 @@ static void load_hf_tokenizer(tok_build *t, const char *path, int vocab) {
             t->n_merges++;
         }
     }
-    free(ve);
+    FREE(ve);
     jv_free(&root);
 }
 
@@ -714,11 +763,11 @@ static void load_tokenizer_config(tok_build *t, const char *path) {
         else t->flags &= ~W8A8_TOKF_ADD_BOS;
     }
     const jv *ct = jget(&root, "chat_template");
-    if (ct && ct->type == J_STR) t->tmpl = strdup(ct->str);
+    if (ct && ct->type == J_STR) t->tmpl = STRDUP(ct->str);
     else if (ct && ct->type == J_ARR)
         for (int i = 0; i < ct->n; i++)
             if (jstr(&ct->items[i], "name") && !strcmp(jstr(&ct->items[i], "name"), "default") && jstr(&ct->items[i], "template"))
-                t->tmpl = strdup(jstr(&ct->items[i], "template"));
+                t->tmpl = STRDUP(jstr(&ct->items[i], "template"));
     jv_free(&root);
 }
 
@@ -749,7 +798,7 @@ static void gguf_tokenizer(tok_build *t, const gguf_file *g) {
         if (types && types->arr_type == G_I32 && i < types->n) { int32_t v; memcpy(&v, types->val + 4 * i, 4); ty = v; }
         if (scores && scores->arr_type == G_F32 && i < scores->n) memcpy(&t->scores[i], scores->val + 4 * i, 4);
         ve[i] = (vocab_ent){(char *)s, l, (int)i};
-        free(t->text[i]);
+        FREE(t->text[i]);
         /* ggml types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte */
         if (ty == 3 || ty == 4 || (ty == 2 && !spm)) {
             t->text[i] = xmalloc(l + 1); memcpy(t->text[i], s, l); t->text[i][l] = 0; t->len[i] = l;
@@ -776,12 +825,12 @@ static void gguf_tokenizer(tok_build *t, const gguf_file *g) {
             t->n_merges++;
         }
     }
-    free(ve);
+    FREE(ve);
     t->bos = (int)gguf_num(g, "tokenizer.ggml.bos_token_id", -1);
     t->eos = (int)gguf_num(g, "tokenizer.ggml.eos_token_id", -1);
     if (gguf_num(g, "tokenizer.ggml.add_bos_token", spm) != 0) t->flags |= W8A8_TOKF_ADD_BOS;
     t->tmpl = gguf_string(g, "tokenizer.chat_template");
-    free(model); free(pre);
+    FREE(model); FREE(pre);
 }
 
 /* =========================================================================================================
@@ -832,7 +881,7 @@ typedef struct {
 
 static void plan_add(conv *cv, const char *name, int dtype, uint64_t rows, uint64_t cols, int what, int layer) {
     planned *p;
-    cv->p = realloc(cv->p, sizeof(planned) * (cv->np + 1));
+    cv->p = REALLOC(cv->p, sizeof(planned) * (cv->np + 1));
     if (!cv->p) die("out of memory");
     p = &cv->p[cv->np++];
     memset(p, 0, sizeof *p);
@@ -913,7 +962,7 @@ static void *produce(conv *cv, const planned *p) {
               *k = read_layer(cv, l, "self_attn.k_proj.bias", kvd, 0), *vv = read_layer(cv, l, "self_attn.v_proj.bias", kvd, 0);
         if (hf) { unpermute_rows(q, c->n_heads, c->head_dim, 0); unpermute_rows(k, c->n_kv_heads, c->head_dim, 0); }
         memcpy(v, q, qd * 4); memcpy(v + qd, k, kvd * 4); memcpy(v + qd + kvd, vv, kvd * 4);
-        free(q); free(k); free(vv);
+        FREE(q); FREE(k); FREE(vv);
         return v;
     }
     case P_QKV: {
@@ -922,7 +971,7 @@ static void *produce(conv *cv, const planned *p) {
         if (hf) { unpermute_rows(q, c->n_heads, c->head_dim, D); unpermute_rows(k, c->n_kv_heads, c->head_dim, D); }
         w = xmalloc(sizeof(float) * rows * cols);
         memcpy(w, q, qd * D * 4); memcpy(w + qd * D, k, kvd * D * 4); memcpy(w + (qd + kvd) * D, v, kvd * D * 4);
-        free(q); free(k); free(v);
+        FREE(q); FREE(k); FREE(v);
         kind = K_QKV;
         break;
     }
@@ -931,7 +980,7 @@ static void *produce(conv *cv, const planned *p) {
         float *g = read_layer(cv, l, "mlp.gate_proj.weight", H, D), *u = read_layer(cv, l, "mlp.up_proj.weight", H, D);
         w = xmalloc(sizeof(float) * rows * cols);
         memcpy(w, g, H * D * 4); memcpy(w + H * D, u, H * D * 4);
-        free(g); free(u);
+        FREE(g); FREE(u);
         kind = K_W13;
         break;
     }
@@ -943,7 +992,7 @@ static void *produce(conv *cv, const planned *p) {
     void *out = xmalloc(p->e.bytes);
     float *scale = (sch == W8A8_FP8 || sch == W8A8_INT8) ? xmalloc(sizeof(float) * rows) : NULL;
     quantize_weight(sch, w, rows, cols, out, scale, &cv->err[kind]);
-    free(w);
+    FREE(w);
     cv->pending_scale = scale;
     return out;
 }
@@ -1041,13 +1090,13 @@ static void config_from_hf(conv *cv, const char *dir) {
             for (int k = 0; k < ns; k++) dup |= !strcmp(seen[k], f);
             if (dup) continue;
             if (strchr(f, '/')) die("%s: shard name '%s' has a '/'", p, f);
-            seen[ns++] = strdup(f);
+            seen[ns++] = STRDUP(f);
             char fp[4200];
             snprintf(fp, sizeof fp, "%s/%s", dir, f);
             st_open(&cv->src, fp);
         }
-        for (int k = 0; k < ns; k++) free(seen[k]);
-        free(seen);
+        for (int k = 0; k < ns; k++) FREE(seen[k]);
+        FREE(seen);
         jv_free(&ij);
     } else {
         snprintf(p, sizeof p, "%s/model.safetensors", dir);
@@ -1129,7 +1178,7 @@ static void config_from_gguf(conv *cv, tok_build *tb, const char *path) {
      * Qwen models keep Hugging Face's rotate-half order in GGUF, so theirs are reordered like safetensors. */
     cv->src.kind = SRC_GGUF;
     cv->src.rotate_half = !llama;
-    free(arch);
+    FREE(arch);
 }
 
 /* --dump GGUF TENSOR OUT: one tensor, dequantized to raw fp32 (the tests compare it with the gguf package). */
@@ -1142,7 +1191,7 @@ static void dump_gguf_tensor(const char *path, const char *name, const char *out
     gguf_dequant(t, y, n, path);
     FILE *f = fopen(out, "wb");
     if (!f || fwrite(y, 4, n, f) != n || fclose(f)) die("cannot write '%s'", out);
-    free(y);
+    FREE(y);
 }
 
 /* --vocab-only: a tiny model (random weights) around a tokenizer, for tokenizer work and tests. */
@@ -1297,7 +1346,7 @@ int main(int argc, char **argv) {
         void *data = produce(&cv, &cv.p[i]);
         xwrite(f, data, cv.p[i].e.bytes);
         pos += cv.p[i].e.bytes;
-        free(data);
+        FREE(data);
         progress("converting", i + 1, cv.np);
     }
     pad_to(f, &pos, W8A8_ALIGN);

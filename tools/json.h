@@ -7,6 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef J_MALLOC   /* a fuzz build routes these through its tracking allocator */
+#define J_MALLOC malloc
+#define J_REALLOC realloc
+#define J_FREE free
+#endif
+
 enum { J_NULL, J_FALSE, J_TRUE, J_NUM, J_STR, J_ARR, J_OBJ };
 typedef struct jv {
     int type, n;            /* n: string bytes, or number of items */
@@ -21,12 +27,12 @@ typedef struct { const char *p, *end; int depth; char err[160]; } jparser;
 
 static void jv_free(jv *v) {
     if (!v) return;
-    free(v->str);
+    J_FREE(v->str);
     for (int i = 0; i < v->n && (v->type == J_ARR || v->type == J_OBJ); i++) {
         jv_free(&v->items[i]);
-        if (v->keys) free(v->keys[i]);
+        if (v->keys) J_FREE(v->keys[i]);
     }
-    free(v->items); free(v->keys); free(v->key_lens);
+    J_FREE(v->items); J_FREE(v->keys); J_FREE(v->key_lens);
     memset(v, 0, sizeof *v);
 }
 
@@ -56,15 +62,15 @@ static int j_string(jparser *P, char **out, int *len) {
     const char *s = P->p;
     size_t cap = 16;
     while (s < P->end && *s != '"') { if (*s == '\\') s++; s++; cap++; }
-    char *b = malloc(cap + 4), *o = b;
+    char *b = J_MALLOC(cap + 4), *o = b;
     if (!b) return j_err(P, "out of memory");
     while (1) {
-        if (P->p >= P->end) { free(b); return j_err(P, "unterminated string"); }
+        if (P->p >= P->end) { J_FREE(b); return j_err(P, "unterminated string"); }
         unsigned char c = (unsigned char)*P->p++;
         if (c == '"') break;
-        if (c < 0x20) { free(b); return j_err(P, "control character in string"); }
+        if (c < 0x20) { J_FREE(b); return j_err(P, "control character in string"); }
         if (c != '\\') { *o++ = (char)c; continue; }
-        if (P->p >= P->end) { free(b); return j_err(P, "unterminated escape"); }
+        if (P->p >= P->end) { J_FREE(b); return j_err(P, "unterminated escape"); }
         c = (unsigned char)*P->p++;
         switch (c) {
         case '"': *o++ = '"'; break; case '\\': *o++ = '\\'; break; case '/': *o++ = '/'; break;
@@ -72,11 +78,11 @@ static int j_string(jparser *P, char **out, int *len) {
         case 'r': *o++ = '\r'; break; case 't': *o++ = '\t'; break;
         case 'u': {
             unsigned cp, lo;
-            if (j_hex4(P, &cp)) { free(b); return -1; }
+            if (j_hex4(P, &cp)) { J_FREE(b); return -1; }
             if (cp >= 0xd800 && cp < 0xdc00 && P->end - P->p >= 6 && P->p[0] == '\\' && P->p[1] == 'u') {
                 const char *save = P->p;
                 P->p += 2;
-                if (j_hex4(P, &lo)) { free(b); return -1; }
+                if (j_hex4(P, &lo)) { J_FREE(b); return -1; }
                 if (lo >= 0xdc00 && lo < 0xe000) cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
                 else P->p = save;
             }
@@ -87,7 +93,7 @@ static int j_string(jparser *P, char **out, int *len) {
             else { *o++ = (char)(0xf0 | cp >> 18); *o++ = (char)(0x80 | ((cp >> 12) & 63)); *o++ = (char)(0x80 | ((cp >> 6) & 63)); *o++ = (char)(0x80 | (cp & 63)); }
             break;
         }
-        default: free(b); return j_err(P, "bad escape");
+        default: J_FREE(b); return j_err(P, "bad escape");
         }
     }
     *o = 0;
@@ -101,14 +107,14 @@ static int j_value(jparser *P, jv *v);
 static int j_push(jv *v, int *cap) {
     if (v->n < *cap) return 0;
     int nc = *cap ? *cap * 2 : 8;
-    jv *ni = realloc(v->items, sizeof(jv) * nc);
+    jv *ni = J_REALLOC(v->items, sizeof(jv) * nc);
     if (!ni) return -1;
     v->items = ni;
     if (v->type == J_OBJ) {
-        char **nk = realloc(v->keys, sizeof(char *) * nc);
+        char **nk = J_REALLOC(v->keys, sizeof(char *) * nc);
         if (!nk) return -1;
         v->keys = nk;
-        int *nl = realloc(v->key_lens, sizeof(int) * nc);
+        int *nl = J_REALLOC(v->key_lens, sizeof(int) * nc);
         if (!nl) return -1;
         v->key_lens = nl;
     }
@@ -174,6 +180,7 @@ static int j_value(jparser *P, jv *v) {
 
 /* Parses n bytes; on failure returns -1 with a message in err (and frees what it built). */
 static int json_parse(const char *text, size_t n, jv *out, char *err, size_t errn) {
+    if (!text) { text = ""; n = 0; }   /* an empty file maps to nothing */
     jparser P = {text, text + n, 0, {0}};
     int rc = j_value(&P, out);
     if (!rc) { j_ws(&P); if (P.p != P.end) rc = j_err(&P, "trailing characters"); }
