@@ -1029,7 +1029,7 @@ int main(int argc, char **argv) {
     const char *env = getenv("W8A8_SHARED");
     snprintf(SH, sizeof SH, "%s", env ? env : "../shared");
     mkdir(OUT, 0755);
-    const char *only = argc > 1 ? argv[1] : NULL;
+    /* arguments: the groups to run (all when none) */
     double t0 = now();
     if (!exists(path("%s/models/stories260K/stories260K.bin", SH))) {
         printf("FAIL shared data: %s/models/stories260K is missing (clone with ../shared beside the repository, or set W8A8_SHARED)\n", SH);
@@ -1043,7 +1043,9 @@ int main(int argc, char **argv) {
         {"gguf", test_gguf}, {"gpu", test_gpu_kernels}, {"gpu-e2e", test_gpu_e2e}, {"gpu-batch", test_gpu_batch}, {"gpu-cache", test_gpu_cache}, {"gpu-faults", test_gpu_faults},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
-        if (only && strcmp(only, tests[i].name)) continue;
+        int chosen = argc < 2;
+        for (int a = 1; a < argc; a++) chosen |= !strcmp(argv[a], tests[i].name);
+        if (!chosen) continue;
         tests[i].fn();
     }
     printf("(%.1f s)\n", now() - t0);
