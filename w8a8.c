@@ -123,6 +123,19 @@ const char *w8a8_scheme_name(uint32_t s) {
     return s < 4 ? names[s] : "unknown";
 }
 
+/* A whole file, NUL-terminated (an empty file is ""); NULL if it cannot be read. */
+static char *read_whole(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    long len = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    char *b = len >= 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc(len + 1) : NULL;
+    if (b && fread(b, 1, len, f) != (size_t)len) { free(b); b = NULL; }
+    fclose(f);
+    if (b) b[len] = 0;
+    if (n) *n = b ? (size_t)len : 0;
+    return b;
+}
+
 /* A decoded E4M3 table: the CPU reference multiplies decoded values, which is exact in fp32. */
 static float g_fp8_lut[256];
 static void init_tables(void) {
@@ -1355,15 +1368,9 @@ static int nvrtc_load(void) {
 static char *kernel_text(void) {
     const char *path = getenv("W8A8_KERNELS_FILE");
     if (!path || !path[0]) return strdup(kernel_source);
-    FILE *f = fopen(path, "rb");
-    if (!f) { fail(W8A8_ERR_IO, "W8A8_KERNELS_FILE: cannot open '%s'", path); return NULL; }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc(n + 64), *o = malloc(n + 64);
-    if (!b || !o || fread(b, 1, n, f) != (size_t)n) { fclose(f); free(b); free(o); fail(W8A8_ERR_IO, "cannot read '%s'", path); return NULL; }
-    fclose(f);
-    b[n] = 0;
+    size_t n;
+    char *b = read_whole(path, &n), *o = b ? malloc(n + 64) : NULL;
+    if (!b || !o) { free(b); free(o); fail(W8A8_ERR_IO, "W8A8_KERNELS_FILE: cannot read '%s'", path); return NULL; }
     char *start = strstr(b, "\nW8A8_KERNELS("), *end = strrchr(b, ')');   /* the wrapper starts a line */
     if (start) start++;
     if (!start || !end || end < start) { free(b); free(o); fail(W8A8_ERR_GPU, "'%s' has no W8A8_KERNELS( ... ) wrapper", path); return NULL; }
@@ -1529,18 +1536,6 @@ static void mkdirs(const char *path) {
     snprintf(b, sizeof b, "%s", path);
     for (char *p = b + 1; *p; p++) if (*p == '/') { *p = 0; mkdir(b, 0755); *p = '/'; }
     mkdir(b, 0755);
-}
-static char *read_whole(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = len > 0 ? malloc(len) : NULL;
-    if (b && fread(b, 1, len, f) != (size_t)len) { free(b); b = NULL; }
-    fclose(f);
-    *n = b ? (size_t)len : 0;
-    return b;
 }
 
 /* --- the GPU state --- */

@@ -52,19 +52,7 @@ static int sh(const char *fmt, ...) {
     va_end(ap);
     return system(cmd);
 }
-static char *slurp(const char *p, size_t *n) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc(len + 1);
-    if (fread(b, 1, len, f) != (size_t)len) len = 0;
-    fclose(f);
-    b[len] = 0;
-    if (n) *n = len;
-    return b;
-}
+#define slurp read_whole   /* w8a8.c's */
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 
 /* A converted model in test/out (made once per run). */
