@@ -1622,7 +1622,7 @@ static int upload_linear(gpu_state *g, const linear *l, glinear *gl, const char 
 }
 
 /* Gets the module: from the cache if a good entry is there, else compiled by NVRTC and stored. */
-static int load_kernels(w8a8_model *m, gpu_state *g, const char *target) {
+static int load_kernels(gpu_state *g, const char *target) {
     int drv = 0, nv_major = 0, nv_minor = 0, rc;
     if ((rc = nvrtc_load())) return rc;
     cu.DriverGetVersion(&drv);
@@ -1667,7 +1667,6 @@ static int load_kernels(w8a8_model *m, gpu_state *g, const char *target) {
     }
     snprintf(g->info, sizeof g->info, "kernels compiled for %s by NVRTC in %.2f s%s%s", target, secs,
              stored ? "; cached in " : "; not cached (cache folder not writable: set W8A8_CACHE)", stored ? dir : "");
-    (void)m;
     free(cubin);
     return W8A8_OK;
 }
@@ -1704,7 +1703,7 @@ static int gpu_open(w8a8_model *m) {
     if (c->scheme == W8A8_FP8 && g->cc < 89)
         return fail(W8A8_ERR_GPU, "%s (sm_%d) has no FP8 tensor cores (sm_89 and later do): convert with --scheme int8 or bf16", g->name, g->cc);
     if ((r = cu.StreamCreate(&g->stream, 0))) return fail(W8A8_ERR_GPU, "cuStreamCreate: %s", cu_str(r));
-    if ((rc = load_kernels(m, g, target))) return rc;
+    if ((rc = load_kernels(g, target))) return rc;
     for (int i = 0; i < F_COUNT; i++)
         if ((r = cu.ModuleGetFunction(&g->f[i], g->mod, kernel_names[i]))) return fail(W8A8_ERR_GPU, "kernel %s: %s", kernel_names[i], cu_str(r));
     g->act_mode = c->scheme == W8A8_BF16 ? 0 : c->scheme == W8A8_FP8 ? 1 : 2;
@@ -1803,7 +1802,6 @@ static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
         void *a_q[] = {&g->att, &qd, &Ko, &mode, &s_o, &g->act, &g->act_s};
         void *a_n2[] = {&g->x, &null, &L->ffn_norm, &eps, &D, &K13, &mode, &s_13, &g->act, &g->act_s};
         void *a_silu[] = {&g->h13, &H, &K2, &mode, &s_2, &g->act, &g->act_s};
-        (void)no_scale;
         rc = launch(g, F_RMSNORM, n, 1, 1, 256, a_n1);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->qkv, n, 0, g->qkv, qd + 2 * kvd);
         if (!rc) rc = launch(g, F_ROPE, n, 1, 1, 128, a_rope);

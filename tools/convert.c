@@ -634,8 +634,7 @@ static void classify_tokenizer(tok_build *t, const jv *root, const char *path) {
     const jv *model = jget(root, "model"), *pre = jget(root, "pre_tokenizer"), *norm = jget(root, "normalizer");
     const char *mtype = jstr(model, "type");
     if (!mtype || strcmp(mtype, "BPE")) die("'%s': tokenizer model '%s' is not supported (BPE is)", path, mtype ? mtype : "?");
-    char *pj = NULL;
-    /* flatten the pre-tokenizer's regex and types into one string to look at */
+    /* walk the pre-tokenizer (and a Sequence's members) for ByteLevel, Metaspace and a Split regex */
     const jv *stack[64];
     int sp = 0, bytelevel = 0, metaspace = 0;
     const char *regex = NULL;
@@ -649,7 +648,6 @@ static void classify_tokenizer(tok_build *t, const jv *root, const char *path) {
         const jv *subs = jget(v, "pretokenizers");
         for (int i = 0; subs && subs->type == J_ARR && i < subs->n && sp < 64; i++) stack[sp++] = &subs->items[i];
     }
-    (void)pj;
     if (bytelevel) {
         t->kind = W8A8_TOK_BYTE_BPE;
         if (regex && !strcmp(regex, LLAMA3_RE)) t->pre = W8A8_PRE_LLAMA3;
