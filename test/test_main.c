@@ -813,6 +813,10 @@ static void test_cli(void) {
     t = slurp(path("%s/err.txt", OUT), NULL);
     result(rc != 0 && t && strstr(t, "GPT2LMHeadModel"), "./convert: an unknown architecture is an error naming it", "%s", t ? t : "");
     free(t);
+    rc = sh("echo '{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":3e84}' > %s/fakehf/config.json && ./convert %s/fakehf -o %s/x.w8a8 2> %s/err.txt", OUT, OUT, OUT, OUT);
+    t = slurp(path("%s/err.txt", OUT), NULL);
+    result(rc != 0 && t && strstr(t, "hidden_size = 3e+84"), "./convert: an absurd dimension is an error naming it (found by fuzz_convert)", "%s", t ? t : "");
+    free(t);
     /* an interrupted conversion leaves nothing behind */
     rc = sh("(./convert %s/models/tinystories-656k -o %s/int.w8a8 --scheme fp8 --quiet & p=$!; sleep 0.05; kill -INT $p; wait $p) 2>/dev/null; "
             "ls %s | grep -c 'int.w8a8' > %s/cnt.txt", SH, OUT, OUT, OUT);

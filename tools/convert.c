@@ -88,6 +88,14 @@ static void *xcalloc(size_t n, size_t s) {
     return p;
 }
 
+/* A number read from a file, as an integer in [lo, hi]: anything else (a fraction, NaN, 3e84) is the file's
+ * error, never a cast out of range. */
+static long long int_in(double v, long long lo, long long hi, const char *what, const char *path) {
+    if (!(v >= (double)lo && v <= (double)hi) || v != floor(v))
+        die("'%s': %s = %g is not a whole number in %lld..%lld", path, what, v, lo, hi);
+    return (long long)v;
+}
+
 typedef struct { unsigned char *p; size_t n; } blob;
 #ifdef W8A8_FUZZ
 static blob g_maps[64];
@@ -686,14 +694,14 @@ static void load_hf_tokenizer(tok_build *t, const char *path, int vocab) {
     if (!vj || vj->type != J_OBJ) die("'%s' has no model.vocab object", path);
     classify_tokenizer(t, &root, path);
     int n = vocab;
-    for (int i = 0; i < vj->n; i++) if (vj->items[i].type == J_NUM && vj->items[i].num + 1 > n) n = (int)vj->items[i].num + 1;
-    for (int i = 0; added && added->type == J_ARR && i < added->n; i++) if (jnum(&added->items[i], "id", 0) + 1 > n) n = (int)jnum(&added->items[i], "id", 0) + 1;
+    for (int i = 0; i < vj->n; i++) if (vj->items[i].type == J_NUM) n = (int)fmax(n, int_in(vj->items[i].num, 0, 1 << 24, "a token id", path) + 1);
+    for (int i = 0; added && added->type == J_ARR && i < added->n; i++) n = (int)fmax(n, int_in(jnum(&added->items[i], "id", 0), 0, 1 << 24, "an added token id", path) + 1);
     if (n > vocab) die("'%s' has %d tokens, more than the model's vocabulary of %d", path, n, vocab);
     tb_alloc(t, vocab);
     vocab_ent *ve = xmalloc(sizeof(vocab_ent) * vj->n);
     for (int i = 0; i < vj->n; i++) {
         if (vj->items[i].type != J_NUM || vj->items[i].num < 0) die("'%s': vocabulary entry %d has no id", path, i);
-        int id = (int)vj->items[i].num, ok;
+        int id = (int)int_in(vj->items[i].num, 0, vocab - 1, "a token id", path), ok;
         ve[i] = (vocab_ent){vj->keys[i], vj->key_lens[i], id};
         FREE(t->text[id]);
         token_bytes(t, vj->keys[i], vj->key_lens[i], &t->text[id], &t->len[id], &ok);
@@ -704,7 +712,7 @@ static void load_hf_tokenizer(tok_build *t, const char *path, int vocab) {
     qsort(ve, vj->n, sizeof *ve, cmp_vocab);
     for (int i = 0; added && added->type == J_ARR && i < added->n; i++) {
         const jv *a = &added->items[i];
-        int id = (int)jnum(a, "id", -1);
+        int id = (int)int_in(jnum(a, "id", -1), 0, vocab - 1, "an added token id", path);
         const jv *c = jget(a, "content");
         if (id < 0 || id >= vocab || !c || c->type != J_STR) die("'%s': added token %d is malformed", path, i);
         FREE(t->text[id]);
@@ -824,8 +832,8 @@ static void gguf_tokenizer(tok_build *t, const gguf_file *g) {
         }
     }
     FREE(ve);
-    t->bos = (int)gguf_num(g, "tokenizer.ggml.bos_token_id", -1);
-    t->eos = (int)gguf_num(g, "tokenizer.ggml.eos_token_id", -1);
+    t->bos = (int)int_in(gguf_num(g, "tokenizer.ggml.bos_token_id", -1), -1, (long long)toks->n - 1, "bos_token_id", g->path);
+    t->eos = (int)int_in(gguf_num(g, "tokenizer.ggml.eos_token_id", -1), -1, (long long)toks->n - 1, "eos_token_id", g->path);
     if (gguf_num(g, "tokenizer.ggml.add_bos_token", spm) != 0) t->flags |= W8A8_TOKF_ADD_BOS;
     t->tmpl = gguf_string(g, "tokenizer.chat_template");
     FREE(model); FREE(pre);
@@ -1032,15 +1040,15 @@ static void parse_hf_config(conv *cv, const char *p) {
     const char *act = jstr(&cj, "hidden_act");
     if (act && strcmp(act, "silu")) die("%s: hidden_act '%s' is not supported (silu is)", p, act);
     w8a8_config *c = &cv->c;
-    c->dim = (uint32_t)jnum(&cj, "hidden_size", 0);
-    c->hidden_dim = (uint32_t)jnum(&cj, "intermediate_size", 0);
-    c->n_layers = (uint32_t)jnum(&cj, "num_hidden_layers", 0);
-    c->n_heads = (uint32_t)jnum(&cj, "num_attention_heads", 0);
-    c->n_kv_heads = (uint32_t)jnum(&cj, "num_key_value_heads", c->n_heads);
+    c->dim = (uint32_t)int_in(jnum(&cj, "hidden_size", 0), 0, 1 << 20, "hidden_size", p);
+    c->hidden_dim = (uint32_t)int_in(jnum(&cj, "intermediate_size", 0), 0, 1 << 22, "intermediate_size", p);
+    c->n_layers = (uint32_t)int_in(jnum(&cj, "num_hidden_layers", 0), 0, 4096, "num_hidden_layers", p);
+    c->n_heads = (uint32_t)int_in(jnum(&cj, "num_attention_heads", 0), 0, 4096, "num_attention_heads", p);
+    c->n_kv_heads = (uint32_t)int_in(jnum(&cj, "num_key_value_heads", c->n_heads), 0, 4096, "num_key_value_heads", p);
     if (!c->dim || !c->hidden_dim || !c->n_layers || !c->n_heads || !c->n_kv_heads) die("%s: a dimension is missing or zero", p);
-    c->head_dim = (uint32_t)jnum(&cj, "head_dim", c->dim / c->n_heads);
-    c->vocab_size = (uint32_t)jnum(&cj, "vocab_size", 0);
-    c->max_context = (uint32_t)jnum(&cj, "max_position_embeddings", 2048);
+    c->head_dim = (uint32_t)int_in(jnum(&cj, "head_dim", c->dim / c->n_heads), 0, 4096, "head_dim", p);
+    c->vocab_size = (uint32_t)int_in(jnum(&cj, "vocab_size", 0), 0, 1 << 24, "vocab_size", p);
+    c->max_context = (uint32_t)int_in(jnum(&cj, "max_position_embeddings", 2048), 1, 1 << 24, "max_position_embeddings", p);
     c->rope_theta = (float)jnum(&cj, "rope_theta", 10000.0);
     c->norm_eps = (float)jnum(&cj, "rms_norm_eps", 1e-6);
     if (jbool(&cj, "tie_word_embeddings", 0)) c->flags |= W8A8_TIED_EMBEDDINGS;
@@ -1054,11 +1062,12 @@ static void parse_hf_config(conv *cv, const char *p) {
         c->rope_factor = (float)jnum(rs, "factor", 8);
         c->rope_low_freq_factor = (float)jnum(rs, "low_freq_factor", 1);
         c->rope_high_freq_factor = (float)jnum(rs, "high_freq_factor", 4);
-        c->rope_original_context = (uint32_t)jnum(rs, "original_max_position_embeddings", 8192);
+        c->rope_original_context = (uint32_t)int_in(jnum(rs, "original_max_position_embeddings", 8192), 1, 1 << 24, "original_max_position_embeddings", p);
     }
     const jv *b = jget(&cj, "bos_token_id"), *e = jget(&cj, "eos_token_id");
-    c->bos_id = b && b->type == J_NUM ? (int)b->num : -1;
-    c->eos_id = e && e->type == J_NUM ? (int)e->num : e && e->type == J_ARR && e->n && e->items[0].type == J_NUM ? (int)e->items[0].num : -1;
+    c->bos_id = b && b->type == J_NUM ? (int)int_in(b->num, -1, 1 << 24, "bos_token_id", p) : -1;
+    c->eos_id = e && e->type == J_NUM ? (int)int_in(e->num, -1, 1 << 24, "eos_token_id", p)
+              : e && e->type == J_ARR && e->n && e->items[0].type == J_NUM ? (int)int_in(e->items[0].num, -1, 1 << 24, "eos_token_id", p) : -1;
     c->eot_id = -1;
     jv_free(&cj);
 }
@@ -1151,7 +1160,8 @@ static void config_from_gguf(conv *cv, tok_build *tb, const char *path) {
     int llama = !strcmp(arch, "llama"), qwen2 = !strcmp(arch, "qwen2"), qwen3 = !strcmp(arch, "qwen3");
     if (!llama && !qwen2 && !qwen3) die("'%s': architecture '%s' is not supported (llama, qwen2, qwen3 are)", path, arch);
     if (gguf_find(g, "rope_freqs.weight")) die("'%s': rope frequency factors (rope_freqs, Llama 3.1 scaling in GGUF) are not supported yet", path);
-#define A(key, dflt) (snprintf(k, sizeof k, "%s." key, arch), gguf_num(g, k, dflt))
+#define A(key, dflt) (snprintf(k, sizeof k, "%s." key, arch), int_in(gguf_num(g, k, dflt), 0, 1 << 24, k, path))
+#define AF(key, dflt) (snprintf(k, sizeof k, "%s." key, arch), gguf_num(g, k, dflt))
     w8a8_config *c = &cv->c;
     c->dim = (uint32_t)A("embedding_length", 0);
     c->hidden_dim = (uint32_t)A("feed_forward_length", 0);
@@ -1161,9 +1171,10 @@ static void config_from_gguf(conv *cv, tok_build *tb, const char *path) {
     if (!c->dim || !c->hidden_dim || !c->n_layers || !c->n_heads || !c->n_kv_heads) die("'%s': a dimension is missing", path);
     c->head_dim = (uint32_t)A("attention.key_length", c->dim / c->n_heads);
     c->max_context = (uint32_t)A("context_length", 2048);
-    c->rope_theta = (float)A("rope.freq_base", 10000.0);
-    c->norm_eps = (float)A("attention.layer_norm_rms_epsilon", 1e-5);
+    c->rope_theta = (float)AF("rope.freq_base", 10000.0);
+    c->norm_eps = (float)AF("attention.layer_norm_rms_epsilon", 1e-5);
 #undef A
+#undef AF
     gguf_tokenizer(tb, g);
     c->vocab_size = (uint32_t)tb->n;
     const gguf_tensor *e = gguf_find(g, "token_embd.weight");
@@ -1199,8 +1210,8 @@ static void config_vocab_only(conv *cv, tok_build *tb, const char *path) {
         jv root = read_json(path);
         int v = 0;
         const jv *vj = jget(jget(&root, "model"), "vocab"), *added = jget(&root, "added_tokens");
-        for (int i = 0; vj && vj->type == J_OBJ && i < vj->n; i++) if (vj->items[i].num + 1 > v) v = (int)vj->items[i].num + 1;
-        for (int i = 0; added && added->type == J_ARR && i < added->n; i++) if (jnum(&added->items[i], "id", 0) + 1 > v) v = (int)jnum(&added->items[i], "id", 0) + 1;
+        for (int i = 0; vj && vj->type == J_OBJ && i < vj->n; i++) v = (int)fmax(v, int_in(vj->items[i].num, 0, 1 << 24, "a token id", path) + 1);
+        for (int i = 0; added && added->type == J_ARR && i < added->n; i++) v = (int)fmax(v, int_in(jnum(&added->items[i], "id", 0), 0, 1 << 24, "an added token id", path) + 1);
         jv_free(&root);
         load_hf_tokenizer(tb, path, v);
         char cfg[4200];
