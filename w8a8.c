@@ -163,6 +163,7 @@ typedef struct {
     linear o;     /* [dim][n_heads head_dim] */
     linear w13;   /* [2 hidden][dim]: gate rows, then up rows */
     linear w2;    /* [dim][hidden] */
+    float k_scale, v_scale;   /* fp8 KV cache: the cache holds e4m3(k / k_scale); 0 for a 16-bit cache */
 } layer;
 
 typedef struct tokenizer {
@@ -211,6 +212,7 @@ struct w8a8_model {
     char fallback[1024];          /* why the CPU runs this model */
     char *chat_tmpl;              /* the chat template, NUL-terminated */
     int borrowed;                 /* the image is the caller's (w8a8_open_memory): not unmapped at close */
+    float *calib;                 /* calibration statistics (w8a8_calibrate), NULL when off */
 };
 
 static int check_range(uint64_t off, uint64_t n, uint64_t size) { return off <= size && n <= size - off; }
@@ -277,7 +279,7 @@ static int validate_config(const w8a8_config *c) {
     REQUIRE(c->max_context >= 1 && c->max_context <= (1u << 24), "max_context %u is out of range", c->max_context);
     REQUIRE(c->scheme <= W8A8_INT8, "unknown scheme %u", c->scheme);
     REQUIRE(c->act_scales <= W8A8_ACT_STATIC, "unknown activation-scale mode %u", c->act_scales);
-    REQUIRE(c->kv_dtype == 0, "unsupported KV-cache dtype %u", c->kv_dtype);
+    REQUIRE(c->kv_dtype <= W8A8_KV_FP8, "unsupported KV-cache dtype %u", c->kv_dtype);
     REQUIRE(c->rope_scaling <= W8A8_ROPE_LLAMA3, "unknown rope scaling %u", c->rope_scaling);
     REQUIRE(isfinite(c->rope_theta) && c->rope_theta > 0, "rope_theta is not a positive number");
     REQUIRE(isfinite(c->norm_eps) && c->norm_eps > 0 && c->norm_eps < 1, "norm_eps is out of range");
@@ -385,6 +387,17 @@ static int bind_weights(w8a8_model *m) {
         if ((c->flags & W8A8_QK_NORM) &&
             ((rc = T1(q_norm, "q_norm", c->head_dim)) || (rc = T1(k_norm, "k_norm", c->head_dim))))
             return rc;
+        if (c->kv_dtype == W8A8_KV_FP8) {   /* the cache's per-layer scales */
+            const float *ks, *vs;
+            snprintf(nm, sizeof nm, "blk.%u.k_scale", i);
+            if ((rc = get_tensor(m, nm, W8A8_DT_F32, W8A8_DT_F32, 1, 0, (const void **)&ks))) return rc;
+            snprintf(nm, sizeof nm, "blk.%u.v_scale", i);
+            if ((rc = get_tensor(m, nm, W8A8_DT_F32, W8A8_DT_F32, 1, 0, (const void **)&vs))) return rc;
+            if (!(*ks > 0 && isfinite(*ks) && *vs > 0 && isfinite(*vs)))
+                return fail(W8A8_ERR_FORMAT, "model file: blk.%u.k_scale or v_scale is not a positive number", i);
+            L->k_scale = *ks;
+            L->v_scale = *vs;
+        }
 #undef T1
 #undef LIN
     }
@@ -1173,6 +1186,22 @@ static void attention_head_gpu_order(float *out, const float *q, const float *kb
     }
 }
 
+/* Calibration: where each statistic of layer l starts (see w8a8_calib_stats in w8a8.h). */
+enum { CAL_QKV, CAL_O, CAL_W13, CAL_W2, CAL_K, CAL_V, CAL_N };
+static size_t calib_offset(const w8a8_config *c, uint32_t l, int what) {
+    size_t D = c->dim, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t len[CAL_N] = {D, qd, D, c->hidden_dim, kvd, kvd}, off = 0, per_layer = 0;
+    for (int i = 0; i < CAL_N; i++) { if (i < what) off += len[i]; per_layer += len[i]; }
+    return l * per_layer + off;
+}
+static void calib_absmax(float *dst, const float *x, int rows, int cols) {
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < cols; j++) dst[j] = fmaxf(dst[j], fabsf(x[(size_t)r * cols + j]));
+}
+
+/* The fp8 KV cache as the CPU holds it: the value the GPU reads back, e4m3(x / s) * s. */
+static float kv_round(float x, float s) { return s > 0 ? g_fp8_lut[w8a8_fp8_from_float(x / s)] * s : x; }
+
 static int cpu_init(w8a8_model *m) {
     const w8a8_config *c = &m->cfg;
     size_t kv = (size_t)c->n_layers * m->max_batch * m->max_ctx * c->n_kv_heads * c->head_dim;
@@ -1232,6 +1261,7 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
         float *kc = cs->k_cache + l * layer_stride, *vc = cs->v_cache + l * layer_stride;
         /* attention: norm, q k v, RoPE, cache, softmax(q k / sqrt(d)) v, output projection */
         for (int r = 0; r < n; r++) norm(xb + r * D, x + r * D, L->attn_norm, D, c->norm_eps);
+        if (m->calib) calib_absmax(m->calib + calib_offset(c, l, CAL_QKV), xb, n, D);
         linear_forward(sch, &L->qkv, xb, n, y, q, s, wbuf);
         for (int r = 0; r < n; r++) {
             float *qkv = y + (size_t)r * qkvd, *qh = qkv, *kh = qkv + qd, *vh = qkv + qd + kvd;
@@ -1250,8 +1280,12 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
             rope_rotate(qh, nh, hd, rc, rs);
             rope_rotate(kh, nkv, hd, rc, rs);
             if (r16) for (int j = 0; j < qd + kvd; j++) qkv[j] = round_bf16(qkv[j]);
-            memcpy(kc + seq[r] * seq_stride + (size_t)pos[r] * kvd, kh, sizeof(float) * kvd);
-            memcpy(vc + seq[r] * seq_stride + (size_t)pos[r] * kvd, vh, sizeof(float) * kvd);
+            if (m->calib) {
+                calib_absmax(m->calib + calib_offset(c, l, CAL_K), kh, 1, kvd);
+                calib_absmax(m->calib + calib_offset(c, l, CAL_V), vh, 1, kvd);
+            }
+            float *kdst = kc + seq[r] * seq_stride + (size_t)pos[r] * kvd, *vdst = vc + seq[r] * seq_stride + (size_t)pos[r] * kvd;
+            for (int j = 0; j < kvd; j++) { kdst[j] = kv_round(kh[j], L->k_scale); vdst[j] = kv_round(vh[j], L->v_scale); }
         }
         for (int r = 0; r < n; r++) {
             const float *qkv = y + (size_t)r * qkvd;
@@ -1276,10 +1310,12 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
                     for (int i = 0; i < hd; i++) oh[i] += att[t] * vb[(size_t)t * kvd + i];
             }
         }
+        if (m->calib) calib_absmax(m->calib + calib_offset(c, l, CAL_O), xb, n, qd);
         linear_forward(sch, &L->o, xb, n, y, q, s, wbuf);
         for (int i = 0; i < n * D; i++) x[i] += y[i];
         /* feed-forward: norm, gate and up, silu(gate) * up, down */
         for (int r = 0; r < n; r++) norm(xb + r * D, x + r * D, L->ffn_norm, D, c->norm_eps);
+        if (m->calib) calib_absmax(m->calib + calib_offset(c, l, CAL_W13), xb, n, D);
         linear_forward(sch, &L->w13, xb, n, y, q, s, wbuf);
         for (int r = 0; r < n; r++) {
             float *g = y + (size_t)r * 2 * H, *u = g + H, *hb = xb + (size_t)r * H;
@@ -1288,6 +1324,7 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
                 hb[j] = r16 ? silu_gpu_order(gv) * uv : silu(gv) * uv;
             }
         }
+        if (m->calib) calib_absmax(m->calib + calib_offset(c, l, CAL_W2), xb, n, H);
         linear_forward(sch, &L->w2, xb, n, y, q, s, wbuf);
         for (int i = 0; i < n * D; i++) x[i] += y[i];
     }
@@ -1541,9 +1578,11 @@ static void mkdirs(const char *path) {
 /* --- the GPU state --- */
 typedef struct { CUdeviceptr w, scale, bias; float in_scale; int N, K, Kp; } glinear;
 typedef struct { CUdeviceptr attn_norm, ffn_norm, q_norm, k_norm; glinear qkv, o, w13, w2; } glayer;
-enum { F_EMBED, F_RMSNORM, F_QUANT, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_ROPE, F_ATTN, F_ATTN_COMBINE, F_ARGMAX, F_NLL, F_COUNT };
+enum { F_EMBED, F_RMSNORM, F_QUANT, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_ROPE, F_ATTN, F_ATTN_COMBINE, F_ARGMAX, F_NLL,
+       F_ABSMAX, F_COUNT };
 static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "quantize_rows", "silu_mul_quant", "gemm_bf16", "gemm_e4m3",
-                                            "gemm_s8", "rope_kv", "attention", "attention_combine", "argmax_rows", "row_nll"};
+                                            "gemm_s8", "rope_kv", "attention", "attention_combine", "argmax_rows", "row_nll",
+                                            "col_absmax"};
 
 struct gpu_state {
     CUdevice dev;
@@ -1552,12 +1591,13 @@ struct gpu_state {
     CUmodule mod;
     CUfunction f[F_COUNT];
     char name[256];
-    int cc, sms, act_mode, gemm_fn, Dp, Kmax;
+    int cc, sms, act_mode, gemm_fn, Dp, Kmax, kv_es /* bytes a cached key */;
     glayer *layers;
     CUdeviceptr embd, out_norm, rope_cos, rope_sin, k_cache, v_cache;
     glinear head;
     int rows_cap;
     CUdeviceptr x, act, act_s, qkv, att, h13, xn, tok, seq, pos, rows, logits, seq_logits, part_o, part_ml, argmax;
+    CUdeviceptr calib;            /* calibration statistics, while w8a8_calibrate is on */
     CUdeviceptr *allocs;
     int n_allocs;
     size_t bytes;                 /* all device memory this model holds */
@@ -1702,6 +1742,8 @@ static int gpu_open(w8a8_model *m) {
     if (g->cc < 80) return fail(W8A8_ERR_GPU, "%s (compute capability %d.%d) is older than the sm_80 this engine needs", g->name, major, minor);
     if (c->scheme == W8A8_FP8 && g->cc < 89)
         return fail(W8A8_ERR_GPU, "%s (sm_%d) has no FP8 tensor cores (sm_89 and later do): convert with --scheme int8 or bf16", g->name, g->cc);
+    if (c->kv_dtype == W8A8_KV_FP8 && g->cc < 89)
+        return fail(W8A8_ERR_GPU, "%s (sm_%d) has no FP8 conversions (sm_89 and later do): convert without --kv fp8", g->name, g->cc);
     if ((r = cu.StreamCreate(&g->stream, 0))) return fail(W8A8_ERR_GPU, "cuStreamCreate: %s", cu_str(r));
     if ((rc = load_kernels(g, target))) return rc;
     for (int i = 0; i < F_COUNT; i++)
@@ -1735,8 +1777,9 @@ static int gpu_open(w8a8_model *m) {
     if ((rc = gpu_upload(g, &g->rope_cos, m->rope_cos, sizeof(float) * m->max_ctx * half, "the RoPE tables")) ||
         (rc = gpu_upload(g, &g->rope_sin, m->rope_sin, sizeof(float) * m->max_ctx * half, "the RoPE tables")))
         return rc;
-    /* the KV cache: bf16, [layer][sequence][position][kv_dim] */
-    size_t kv = (size_t)c->n_layers * m->max_batch * m->max_ctx * kvd * 2;
+    /* the KV cache: bf16 or e4m3, [layer][sequence][position][kv_dim] */
+    g->kv_es = c->kv_dtype == W8A8_KV_FP8 ? 1 : 2;
+    size_t kv = (size_t)c->n_layers * m->max_batch * m->max_ctx * kvd * g->kv_es;
     char what[128];
     snprintf(what, sizeof what, "the KV cache (%d sequences x %d positions)", m->max_batch, m->max_ctx);
     if ((rc = gpu_alloc(g, &g->k_cache, kv, what)) || (rc = gpu_alloc(g, &g->v_cache, kv, what))) return rc;
@@ -1773,6 +1816,13 @@ static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const g
     return launch(g, fn, (l->N + 63) / 64, (M + 63) / 64, 1, 128, args);
 }
 
+/* Calibration: folds the column maxima of n bf16 rows (cache rows of seq/pos when sq is given) into the stats. */
+static int calib_gpu(gpu_state *g, size_t off, CUdeviceptr src, int cols, int ld, CUdeviceptr sq, CUdeviceptr ps, int ctx, int n) {
+    CUdeviceptr dst = g->calib + off * sizeof(float);
+    void *args[] = {&src, &cols, &ld, &sq, &ps, &ctx, &dst};
+    return launch(g, F_ABSMAX, n, 1, 1, 256, args);
+}
+
 static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, const int *pos, const unsigned char *want) {
     gpu_state *g = m->gpu;
     const w8a8_config *c = &m->cfg;
@@ -1789,30 +1839,40 @@ static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
         return fail(W8A8_ERR_GPU, "copying a batch to the GPU: %s", cu_str(r));
     void *a_embed[] = {&g->tok, &g->embd, &D, &g->Dp, &g->x};
     if ((rc = launch(g, F_EMBED, n, 1, 1, 256, a_embed))) return rc;
-    size_t layer_kv = (size_t)m->max_batch * ctx * kvd * 2;
+    size_t layer_kv = (size_t)m->max_batch * ctx * kvd * g->kv_es;
     for (uint32_t l = 0; l < c->n_layers && !rc; l++) {
         glayer *L = &g->layers[l];
+        float ks = m->layers[l].k_scale, vs = m->layers[l].v_scale;
         CUdeviceptr kc = g->k_cache + l * layer_kv, vc = g->v_cache + l * layer_kv;
         int Kq = L->qkv.Kp, Ko = L->o.Kp, K13 = L->w13.Kp, K2 = L->w2.Kp;
         float s_qkv = L->qkv.in_scale, s_o = L->o.in_scale, s_13 = L->w13.in_scale, s_2 = L->w2.in_scale;
         void *a_n1[] = {&g->x, &null, &L->attn_norm, &eps, &D, &Kq, &mode, &s_qkv, &g->act, &g->act_s};
-        void *a_rope[] = {&g->qkv, &g->pos, &g->seq, &g->rope_cos, &g->rope_sin, &nh, &nkv, &hd, &L->q_norm, &L->k_norm, &eps, &kc, &vc, &ctx};
-        void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &g->part_o, &g->part_ml};
+        void *a_rope[] = {&g->qkv, &g->pos, &g->seq, &g->rope_cos, &g->rope_sin, &nh, &nkv, &hd, &L->q_norm, &L->k_norm, &eps, &kc, &vc, &ctx, &ks, &vs};
+        void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &g->part_o, &g->part_ml};
         void *a_comb[] = {&g->part_o, &g->part_ml, &splits, &nh, &hd, &g->att};
         void *a_q[] = {&g->att, &qd, &Ko, &mode, &s_o, &g->act, &g->act_s};
         void *a_n2[] = {&g->x, &null, &L->ffn_norm, &eps, &D, &K13, &mode, &s_13, &g->act, &g->act_s};
         void *a_silu[] = {&g->h13, &H, &K2, &mode, &s_2, &g->act, &g->act_s};
+        /* calibration (bf16 scheme): each linear's input as quantized (bf16), the keys and values as cached */
+#define CALIB(what, src, cols, ld, sq, ps) (m->calib ? calib_gpu(g, calib_offset(c, l, what), src, cols, ld, sq, ps, ctx, n) : 0)
         rc = launch(g, F_RMSNORM, n, 1, 1, 256, a_n1);
+        if (!rc) rc = CALIB(CAL_QKV, g->act, D, Kq, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->qkv, n, 0, g->qkv, qd + 2 * kvd);
         if (!rc) rc = launch(g, F_ROPE, n, 1, 1, 128, a_rope);
+        if (!rc) rc = CALIB(CAL_K, kc, kvd, kvd, g->seq, g->pos);
+        if (!rc) rc = CALIB(CAL_V, vc, kvd, kvd, g->seq, g->pos);
         if (!rc) rc = launch(g, F_ATTN, n, nh, splits, 128, a_attn);
         if (!rc) rc = launch(g, F_ATTN_COMBINE, n, nh, 1, 32, a_comb);
         if (!rc) rc = launch(g, F_QUANT, n, 1, 1, 256, a_q);
+        if (!rc) rc = CALIB(CAL_O, g->act, qd, Ko, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->o, n, 1, g->x, D);
         if (!rc) rc = launch(g, F_RMSNORM, n, 1, 1, 256, a_n2);
+        if (!rc) rc = CALIB(CAL_W13, g->act, D, K13, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->w13, n, 0, g->h13, 2 * H);
         if (!rc) rc = launch(g, F_SILU, n, 1, 1, 256, a_silu);
+        if (!rc) rc = CALIB(CAL_W2, g->act, H, K2, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->w2, n, 1, g->x, D);
+#undef CALIB
     }
     if (rc || !n_out) return rc;
     int bf = 0, V = c->vocab_size;
@@ -1968,7 +2028,7 @@ static void model_free(w8a8_model *m) {
     cpu_free(m->cpu);
     tokenizer_free(&m->tok);
     free(m->layers); free(m->rope_cos); free(m->rope_sin);
-    free(m->seq_len); free(m->logits); free(m->logits_ready); free(m->chat_tmpl);
+    free(m->seq_len); free(m->logits); free(m->logits_ready); free(m->chat_tmpl); free(m->calib);
     if (m->map && !m->borrowed) munmap(m->map, m->map_bytes);
     if (m->fd >= 0) close(m->fd);
     free(m);
@@ -2256,4 +2316,41 @@ int w8a8_score(w8a8_model *m, int seq, const int *ids, int n, double *nll_sum, i
     free(lg);
     if (!rc) { *nll_sum = nll; *n_scored = n - 1; }
     return rc;
+}
+
+/* --- calibration --- */
+size_t w8a8_calib_size(const w8a8_model *m) { return m && is_live(m) ? calib_offset(&m->cfg, m->cfg.n_layers, 0) : 0; }
+
+int w8a8_calibrate(w8a8_model *m, int on) {
+    CHECK_MODEL(m);
+    size_t n = w8a8_calib_size(m);
+    if (!on) { free(m->calib); m->calib = NULL; return W8A8_OK; }
+    if (m->gpu && (m->cfg.scheme != W8A8_BF16 || m->cfg.kv_dtype != W8A8_KV_16))
+        return fail(W8A8_ERR_ARG, "calibration on the GPU runs a bf16 model with a bf16 KV cache (this one is %s%s)",
+                    w8a8_scheme_name(m->cfg.scheme), m->cfg.kv_dtype ? ", fp8 KV cache" : "");
+    if (!m->calib && !(m->calib = malloc(n * sizeof(float)))) return fail(W8A8_ERR_NOMEM, "out of memory for calibration statistics");
+    for (size_t i = 0; i < n; i++) m->calib[i] = 0.0f;
+    if (m->gpu) {
+        gpu_state *g = m->gpu;
+        int rc;
+        cu.CtxSetCurrent(g->ctx);
+        if (!g->calib && (rc = gpu_alloc(g, &g->calib, n * sizeof(float), "calibration statistics"))) return rc;
+        CUresult r = cu.MemsetD8(g->calib, 0, n * sizeof(float));
+        if (r) return fail(W8A8_ERR_GPU, "clearing calibration statistics: %s", cu_str(r));
+    }
+    return W8A8_OK;
+}
+
+int w8a8_calib_stats(w8a8_model *m, float *out, size_t n_floats) {
+    CHECK_MODEL(m);
+    size_t n = w8a8_calib_size(m);
+    if (!out || n_floats < n) return fail(W8A8_ERR_ARG, "w8a8_calib_stats: NULL or too small (%zu floats, need %zu)", n_floats, n);
+    if (!m->calib) return fail(W8A8_ERR_ARG, "w8a8_calib_stats: calibration is not on (w8a8_calibrate(m, 1) first)");
+    if (m->gpu) {
+        int rc = gpu_sync(m->gpu);
+        if (rc) return rc;
+        CUresult r = cu.MemcpyDtoH(out, m->gpu->calib, n * sizeof(float));
+        if (r) return fail(W8A8_ERR_GPU, "copying calibration statistics back: %s", cu_str(r));
+    } else if (out != m->calib) memcpy(out, m->calib, n * sizeof(float));
+    return W8A8_OK;
 }

@@ -72,7 +72,8 @@ const char *w8a8_error(void);
  * The checksum (FNV-1a 64) covers the header (with the checksum field zeroed), the tokenizer section and
  * the tensor table. Linear weights are stored [out][in] (rows of `in` contiguous, as tensor cores read
  * them); a quantized linear `X` has an fp32 tensor `X.scale` [out] (one scale per output channel) and may
- * have `X.in_scale` [1] (a static per-tensor activation scale).
+ * have `X.in_scale` [1] (a static per-tensor activation scale). With an fp8 KV cache, each layer has
+ * `blk.N.k_scale` and `blk.N.v_scale` [1]: the cache holds e4m3(k / k_scale) and e4m3(v / v_scale).
  * ------------------------------------------------------------------------------------------------------- */
 #define W8A8_MAGIC "W8A8MODL"
 #define W8A8_VERSION 1
@@ -84,6 +85,7 @@ enum w8a8_dtype { W8A8_DT_F32 = 0, W8A8_DT_BF16 = 1, W8A8_DT_F16 = 2, W8A8_DT_E4
 enum w8a8_act_scales { W8A8_ACT_DYNAMIC = 0, W8A8_ACT_STATIC = 1 };
 enum w8a8_flags { W8A8_TIED_EMBEDDINGS = 1, W8A8_QKV_BIAS = 2, W8A8_QK_NORM = 4 };
 enum w8a8_rope_scaling { W8A8_ROPE_NONE = 0, W8A8_ROPE_LLAMA3 = 1 };
+enum w8a8_kv_dtype { W8A8_KV_16 = 0 /* bf16 (f32 in the f32 scheme) */, W8A8_KV_FP8 = 1 /* e4m3, per-layer scales */ };
 
 typedef struct {
     uint32_t dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_dim, vocab_size, max_context;
@@ -96,7 +98,7 @@ typedef struct {
     int32_t bos_id, eos_id, eot_id;   /* -1 where the model has none */
     uint32_t scheme;                  /* enum w8a8_scheme */
     uint32_t act_scales;              /* enum w8a8_act_scales */
-    uint32_t kv_dtype;                /* 0: bf16 (f32 in the f32 scheme); reserved for fp8 */
+    uint32_t kv_dtype;                /* enum w8a8_kv_dtype */
 } w8a8_config;
 
 typedef struct {
@@ -214,6 +216,17 @@ int w8a8_logits(w8a8_model *m, int seq, const float **logits);
 
 /* Perplexity helper: feeds ids[0..n) to a fresh sequence and sums -log p(ids[i+1] | ids[..i]). */
 int w8a8_score(w8a8_model *m, int seq, const int *ids, int n, double *nll_sum, int *n_scored);
+
+/* Calibration (what `convert --calib` runs): while on, every forward pass also records, for each layer, the
+ * per-channel absolute maximum of the input of each of its four linears and of the keys and values written
+ * to the cache. The statistics are floats, layer after layer, each layer
+ *   [dim] qkv input | [n_heads head_dim] o input | [dim] gate/up input | [hidden] down input |
+ *   [n_kv_heads head_dim] keys (after RoPE) | [n_kv_heads head_dim] values
+ * w8a8_calibrate(m, 1) clears them and starts; (m, 0) stops and drops them. w8a8_calib_stats copies them out
+ * (n_floats must be at least w8a8_calib_size(m)). Runs on the GPU for the bf16 scheme, on the CPU for any. */
+int w8a8_calibrate(w8a8_model *m, int on);
+size_t w8a8_calib_size(const w8a8_model *m);
+int w8a8_calib_stats(w8a8_model *m, float *out, size_t n_floats);
 
 /* ---------------------------------------------------------------------------------------------------------
  * Sampling

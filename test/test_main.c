@@ -55,17 +55,46 @@ static int sh(const char *fmt, ...) {
 #define slurp read_whole   /* w8a8.c's */
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 
-/* A converted model in test/out (made once per run). */
-static const char *model(const char *name, const char *scheme) {
-    char *out = path("%s/%s.%s.w8a8", OUT, name, scheme);
+/* A converted model in test/out (made once per run). `variant` is a scheme, or one of the calibrated
+ * variants below (calibrated once per model on 1024 tokens of tinystories-holdout.txt, on the CPU). */
+static const char *model(const char *name, const char *variant);
+static const char *calib_file(const char *name) {
+    char *out = path("%s/%s.calib", OUT, name);
     if (exists(out)) return out;
     int rc;
     if (!strcmp(name, "stories260K"))
-        rc = sh("./convert %s/models/stories260K/stories260K.bin --tokenizer %s/models/stories260K/tok512.bin -o %s --scheme %s --quiet", SH, SH, out, scheme);
-    else if (!strcmp(name, "stories260K-hf"))
-        rc = sh("./convert %s/models/stories260K-hf --tokenizer %s/models/stories260K/tok512.bin -o %s --scheme %s --quiet", SH, SH, out, scheme);
+        rc = sh("./convert %s/models/stories260K/stories260K.bin --tokenizer %s/models/stories260K/tok512.bin -o %s/cal.tmp --scheme f32 "
+                "--calib %s/corpus/tinystories-holdout.txt --calib-tokens 1024 --calib-cpu --calib-save %s --quiet", SH, SH, OUT, SH, out);
     else
-        rc = sh("./convert %s/models/%s -o %s --scheme %s --quiet", SH, name, out, scheme);
+        rc = sh("./convert %s/models/%s -o %s/cal.tmp --scheme f32 --calib %s/corpus/tinystories-holdout.txt --calib-tokens 1024 "
+                "--calib-cpu --calib-save %s --quiet", SH, name, OUT, SH, out);
+    return rc == 0 ? out : NULL;
+}
+static const struct { const char *variant, *flags; } variants[] = {
+    {"fp8-static", "--scheme fp8-static"}, {"fp8-static-nosmooth", "--scheme fp8-static --no-smooth"},
+    {"fp8-smooth", "--scheme fp8 --smooth"}, {"int8-sq", "--scheme int8-sq"}, {"int8-sq-dynamic", "--scheme int8-sq --act dynamic"},
+    {"int8-static-nosmooth", "--scheme int8-sq --no-smooth"}, {"f32-smooth", "--scheme f32 --smooth"},
+    {"fp8-kvfp8", "--scheme fp8 --kv fp8"}, {"bf16-kvfp8", "--scheme bf16 --kv fp8"}, {"f32-kvfp8", "--scheme f32 --kv fp8"},
+    {"int8-sq-kvfp8", "--scheme int8-sq --kv fp8"},
+};
+static const char *model(const char *name, const char *variant) {
+    char *out = path("%s/%s.%s.w8a8", OUT, name, variant);
+    if (exists(out)) return out;
+    char flags[512];
+    snprintf(flags, sizeof flags, "--scheme %s", variant);
+    for (size_t i = 0; i < sizeof variants / sizeof *variants; i++)
+        if (!strcmp(variant, variants[i].variant)) {
+            const char *cal = calib_file(name);
+            if (!cal) return NULL;
+            snprintf(flags, sizeof flags, "%s --calib-load %s", variants[i].flags, cal);
+        }
+    int rc;
+    if (!strcmp(name, "stories260K"))
+        rc = sh("./convert %s/models/stories260K/stories260K.bin --tokenizer %s/models/stories260K/tok512.bin -o %s %s --quiet", SH, SH, out, flags);
+    else if (!strcmp(name, "stories260K-hf"))
+        rc = sh("./convert %s/models/stories260K-hf --tokenizer %s/models/stories260K/tok512.bin -o %s %s --quiet", SH, SH, out, flags);
+    else
+        rc = sh("./convert %s/models/%s -o %s %s --quiet", SH, name, out, flags);
     return rc == 0 ? out : NULL;
 }
 
@@ -592,6 +621,308 @@ static void test_perplexity(void) {
 }
 
 /* =========================================================================================================
+ * Calibration, SmoothQuant, static scales, the fp8 KV cache, pre-quantized FP8 checkpoints
+ * ======================================================================================================= */
+static double text_ppl(w8a8_model *m, const char *text, int ctx) {   /* windows of ctx tokens, each from BOS */
+    int *ids = malloc(sizeof(int) * (strlen(text) + 8)), n, seq, win = ctx - 1, scored = 0, k2, buf[512];
+    double nll = 0, sn;
+    w8a8_tokenize(m, text, 0, ids, (int)strlen(text) + 8, &n);
+    w8a8_seq_start(m, &seq);
+    for (int w = 0; (w + 1) * win <= n; w++) {
+        buf[0] = w8a8_config_of(m)->bos_id;
+        memcpy(buf + 1, ids + w * win, sizeof(int) * win);
+        if (w8a8_score(m, seq, buf, ctx, &sn, &k2)) { scored = 0; break; }
+        nll += sn; scored += k2;
+    }
+    w8a8_seq_end(m, seq);
+    free(ids);
+    return scored ? exp(nll / scored) : NAN;
+}
+
+static void test_calibration(void) {
+    /* 1. the statistics against a direct computation: layer 0's qkv input is rmsnorm(embedding) * gain */
+    w8a8_model *m = open_cpu(model("stories260K-hf", "f32"), 1);
+    if (!m) { result(0, "calibration", "open failed: %s", w8a8_error()); return; }
+    const w8a8_config *c = w8a8_config_of(m);
+    int ids[64], n, seq, D = c->dim;
+    w8a8_tokenize(m, "Lily liked to play with her ball in the park", 1, ids, 64, &n);
+    size_t ns = w8a8_calib_size(m);
+    float *st = malloc(sizeof(float) * ns), *direct = calloc(D, sizeof(float));
+    int ok = !w8a8_calibrate(m, 1) && !w8a8_seq_start(m, &seq) && !w8a8_feed(m, seq, ids, n) && !w8a8_calib_stats(m, st, ns);
+    for (int t = 0; t < n; t++) {
+        const float *e = (const float *)m->tok_embd + (size_t)ids[t] * D, *g = m->layers[0].attn_norm;
+        double ss = 0;
+        for (int j = 0; j < D; j++) ss += (double)e[j] * e[j];
+        double inv = 1 / sqrt(ss / D + c->norm_eps);
+        for (int j = 0; j < D; j++) direct[j] = fmaxf(direct[j], (float)fabs(g[j] * e[j] * inv));
+    }
+    double md = 0;
+    for (int j = 0; j < D; j++) md = fmax(md, fabs(st[j] - direct[j]) / direct[j]);
+    result(ok && md <= 1e-5 && ns == (size_t)c->n_layers * (2 * D + c->n_heads * c->head_dim + c->hidden_dim + 2 * c->n_kv_heads * c->head_dim),
+           "calibration: layer 0 qkv-input maxima == max |rmsnorm(embedding) * gain| computed directly", "%d tokens, max relative diff %.1e (bound 1e-5)", n, md);
+    /* 2. every statistic against the NumPy forward of the HF checkpoint */
+    if (sh("python3 -c 'import numpy, safetensors' 2>/dev/null")) skip("calibration vs NumPy", "python3 with numpy and safetensors not installed");
+    else {
+        char arg[1024];
+        int k = snprintf(arg, sizeof arg, "'");
+        for (int i = 1; i < n; i++) k += snprintf(arg + k, sizeof arg - k, "%d ", ids[i]);
+        snprintf(arg + k, sizeof arg - k, "' --bos --stats");
+        size_t len;
+        jv root;
+        char err[200];
+        char *js = sh("python3 test/hf_reference.py %s/models/stories260K-hf %s > %s/hfstats.json", SH, arg, OUT) == 0
+                       ? slurp(path("%s/hfstats.json", OUT), &len) : NULL;
+        if (!js || json_parse(js, len, &root, err, sizeof err)) result(0, "calibration vs NumPy", "reference failed");
+        else {
+            const jv *rs = jget(&root, "stats");
+            double worst = 0;
+            for (int i = 0; rs && i < rs->n && (size_t)i < ns; i++) worst = fmax(worst, fabs(st[i] - rs->items[i].num) / fmax(rs->items[i].num, 1e-3));
+            result(rs && (size_t)rs->n == ns && worst <= 1e-5, "calibration: all statistics == NumPy forward of the HF checkpoint",
+                   "%zu per-channel maxima (5 layers x qkv, o, gate/up, down inputs, keys, values), max relative diff %.1e (bound 1e-5)", ns, worst);
+            jv_free(&root);
+        }
+        free(js);
+    }
+    w8a8_calibrate(m, 0);
+    w8a8_close(m);
+    free(st); free(direct);
+
+    /* 3. folding the smoothing factors leaves the f32 model's outputs unchanged */
+    w8a8_model *a = open_cpu(model("stories260K", "f32"), 1), *b = open_cpu(model("stories260K", "f32-smooth"), 1);
+    if (!a || !b) result(0, "SmoothQuant folding", "convert/open failed");
+    else {
+        w8a8_tokenize(a, "Once upon a time, there was a little dog named Spot who", 1, ids, 64, &n);
+        float *la = malloc(sizeof(float) * 512 * n), *lb = malloc(sizeof(float) * 512 * n);
+        double d = 0, mx = 0;
+        if (!all_logits(a, ids, n, la) && !all_logits(b, ids, n, lb))
+            for (int i = 0; i < 512 * n; i++) { d = fmax(d, fabs(la[i] - lb[i])); mx = fmax(mx, fabs(la[i])); }
+        else d = 1e9;
+        result(d <= 1e-5 * mx, "SmoothQuant folding (alpha 0.5) leaves f32 logits unchanged", "%d positions, max |diff| %.1e = %.1e x max |logit| (bound 1e-5)", n, d, d / mx);
+        free(la); free(lb);
+    }
+    w8a8_close(a); w8a8_close(b);
+
+    /* 4. statistics saved and reused give the same file as calibrating again */
+    const char *cal = calib_file("stories260K"), *reused = model("stories260K", "fp8-static");
+    char *again = path("%s/again.w8a8", OUT);
+    int rc = sh("./convert %s/models/stories260K/stories260K.bin --tokenizer %s/models/stories260K/tok512.bin -o %s --scheme fp8-static "
+                "--calib %s/corpus/tinystories-holdout.txt --calib-tokens 1024 --calib-cpu --quiet", SH, SH, again, SH);
+    size_t n1 = 0, n2 = 0;
+    char *f1 = reused ? slurp(reused, &n1) : NULL, *f2 = rc == 0 ? slurp(again, &n2) : NULL;
+    result(cal && f1 && f2 && n1 == n2 && !memcmp(f1, f2, n1), "calibration statistics saved (--calib-save) and reused (--calib-load) == calibrating again",
+           "fp8-static files %zu and %zu bytes, %s", n1, n2, f1 && f2 && n1 == n2 && !memcmp(f1, f2, n1) ? "identical" : "differ");
+    free(f1); free(f2);
+
+    /* 5. every new variant loads with its scales and runs (the perplexity table is `make quality`) */
+    size_t tl;
+    char *text = slurp(path("%s/corpus/tinystories-dev.txt", SH), &tl);
+    if (tl > 16384) text[16384] = 0;
+    w8a8_model *f = open_cpu(model("stories260K", "f32"), 1);
+    double base = f ? text_ppl(f, text, 256) : NAN;
+    w8a8_close(f);
+    const char *vs[] = {"fp8-static", "fp8-static-nosmooth", "fp8-smooth", "int8-sq", "int8-sq-dynamic", "int8-static-nosmooth", "fp8-kvfp8", "f32-kvfp8", "int8-sq-kvfp8"};
+    char line[1024] = "";
+    ok = base > 0;
+    for (size_t i = 0; i < sizeof vs / sizeof *vs; i++) {
+        w8a8_model *mm = open_cpu(model("stories260K", vs[i]), 1);
+        double p = mm ? text_ppl(mm, text, 256) : NAN;
+        int statics = mm && strstr(vs[i], "static") ? mm->cfg.act_scales == W8A8_ACT_STATIC && mm->layers[0].qkv.in_scale > 0 : 1;
+        int kv = mm && strstr(vs[i], "kvfp8") ? mm->cfg.kv_dtype == W8A8_KV_FP8 && mm->layers[0].k_scale > 0 : 1;
+        ok &= mm && p / base < 1.1 && statics && kv;
+        snprintf(line + strlen(line), sizeof line - strlen(line), "%s %+.2f%%%s  ", vs[i], 100 * (p / base - 1), mm ? "" : " (failed)");
+        w8a8_close(mm);
+    }
+    result(ok, "calibrated variants load with their static / KV scales and score within 10 % of f32", "tinystories-dev[:16K], ctx 256: %s", line);
+    free(text);
+
+    /* 6. bad uses say what is wrong */
+    struct { const char *args, *expect; } bad[] = {
+        {"--scheme fp8-static", "needs calibration statistics"},
+        {"--scheme fp8 --kv fp8", "needs calibration statistics"},
+        {"--scheme bf16 --act static", "--act static needs a quantized scheme"},
+        {"--scheme fp8 --smooth --alpha 1.5 --calib-load x", "--alpha"},
+        {"--scheme fp8 --kv int4", "--kv"},
+        {"--scheme fp8-static --calib-load test/out/tinystories-656k.calib", "statistics of another model"},
+    };
+    calib_file("tinystories-656k");
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        sh("rm -f %s/bad.out; ./convert %s/models/stories260K/stories260K.bin --tokenizer %s/models/stories260K/tok512.bin -o %s/bad.out %s > %s/conv.log 2>&1",
+           OUT, SH, SH, OUT, bad[i].args, OUT);
+        size_t ln;
+        char *log = slurp(path("%s/conv.log", OUT), &ln);
+        int good = log && strstr(log, bad[i].expect) && !exists(path("%s/bad.out", OUT));
+        if (log) { char *nl = strchr(log, '\n'); if (nl) *nl = 0; }
+        result(good, path("convert %s: refused", bad[i].args), "\"%s\"", log ? log : "");
+        free(log);
+    }
+}
+
+/* --- a pre-quantized FP8 checkpoint (compressed-tensors layout), made here from stories260K-hf --- */
+typedef struct { char name[96], dtype[12]; int nd; uint64_t shape[2]; unsigned char *data; size_t bytes; } st_out;
+static int write_safetensors(const char *file, st_out *t, int n) {
+    char *hdr = malloc(64 * 1024);
+    size_t k = 0, off = 0;
+    k += sprintf(hdr + k, "{");
+    for (int i = 0; i < n; i++) {
+        k += sprintf(hdr + k, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", i ? "," : "", t[i].name, t[i].dtype);
+        for (int d = 0; d < t[i].nd; d++) k += sprintf(hdr + k, "%s%llu", d ? "," : "", (unsigned long long)t[i].shape[d]);
+        k += sprintf(hdr + k, "],\"data_offsets\":[%zu,%zu]}", off, off + t[i].bytes);
+        off += t[i].bytes;
+    }
+    k += sprintf(hdr + k, "}");
+    while (k % 8) hdr[k++] = ' ';
+    FILE *f = fopen(file, "wb");
+    if (!f) { free(hdr); return -1; }
+    uint64_t hn = k;
+    fwrite(&hn, 8, 1, f);
+    fwrite(hdr, 1, k, f);
+    for (int i = 0; i < n; i++) fwrite(t[i].data, 1, t[i].bytes, f);
+    free(hdr);
+    return fclose(f);
+}
+
+/* Writes DIR (F8_E4M3 weights + weight_scale + input_scale; q/k/v/o per tensor, the MLP per channel) and
+ * DIR-deq (the same values, code * scale, in f32). nan_code / blockwise: a broken variant. */
+static int make_fp8_checkpoint(const char *dir, int nan_code, int blockwise) {
+    size_t n;
+    char *src = slurp(path("%s/models/stories260K-hf/model.safetensors", SH), &n);
+    if (!src) return -1;
+    uint64_t hn;
+    memcpy(&hn, src, 8);
+    jv h;
+    char err[200];
+    if (json_parse(src + 8, hn, &h, err, sizeof err)) { free(src); return -1; }
+    st_out q[256], d[256];
+    int nq = 0, nd = 0;
+    for (int i = 0; i < h.n && nq < 250; i++) {
+        const jv *e = &h.items[i], *sh_ = jget(e, "shape"), *of = jget(e, "data_offsets");
+        if (!of || !sh_) continue;   /* __metadata__ */
+        const float *w = (const float *)(src + 8 + hn + (size_t)of->items[0].num);
+        st_out t = {0};
+        snprintf(t.name, sizeof t.name, "%s", h.keys[i]);
+        t.nd = sh_->n;
+        for (int k = 0; k < t.nd; k++) t.shape[k] = (uint64_t)sh_->items[k].num;
+        t.bytes = (size_t)(of->items[1].num - of->items[0].num);
+        if (!strstr(t.name, "_proj.weight")) {   /* embeddings and norms stay f32 */
+            snprintf(t.dtype, sizeof t.dtype, "F32");
+            t.data = malloc(t.bytes);
+            memcpy(t.data, w, t.bytes);
+            q[nq++] = t;
+            d[nd] = t; d[nd].data = malloc(t.bytes); memcpy(d[nd++].data, w, t.bytes);
+            continue;
+        }
+        uint64_t R = t.shape[0], C = t.shape[1];
+        int per_channel = strstr(t.name, "mlp.") != NULL;
+        float *sc = malloc(sizeof(float) * R), *deq = malloc(sizeof(float) * R * C);
+        unsigned char *codes = malloc(R * C);
+        float tmax = 0;
+        for (uint64_t i2 = 0; i2 < R * C; i2++) tmax = fmaxf(tmax, fabsf(w[i2]));
+        for (uint64_t r = 0; r < R; r++) {
+            float amax = 0;
+            for (uint64_t j = 0; j < C; j++) amax = fmaxf(amax, fabsf(w[r * C + j]));
+            sc[r] = (per_channel ? amax : tmax) / 448.0f;
+            for (uint64_t j = 0; j < C; j++) {
+                codes[r * C + j] = w8a8_fp8_from_float(w[r * C + j] / sc[r]);
+                deq[r * C + j] = w8a8_fp8_to_float(codes[r * C + j]) * sc[r];
+            }
+        }
+        if (nan_code && strstr(t.name, "layers.1.self_attn.k_proj")) codes[5] = 0x7f;
+        t.data = codes;
+        t.bytes = R * C;
+        snprintf(t.dtype, sizeof t.dtype, "F8_E4M3");
+        q[nq++] = t;
+        st_out s2 = {0}, s3 = {0};
+        snprintf(s2.name, sizeof s2.name, "%.*sweight_scale", (int)strlen(t.name) - 6, t.name);
+        snprintf(s2.dtype, sizeof s2.dtype, "F32");
+        s2.nd = per_channel ? 2 : 1;
+        s2.shape[0] = per_channel ? R : 1;
+        s2.shape[1] = 1;
+        if (blockwise && strstr(t.name, "layers.0.mlp.down")) { s2.shape[0] = 2; s2.shape[1] = 2; }
+        s2.bytes = sizeof(float) * s2.shape[0] * (s2.nd == 2 ? s2.shape[1] : 1);
+        s2.data = malloc(s2.bytes);
+        for (uint64_t r = 0; r < s2.bytes / 4; r++) ((float *)s2.data)[r] = sc[r < R ? r : 0];
+        q[nq++] = s2;
+        snprintf(s3.name, sizeof s3.name, "%.*sinput_scale", (int)strlen(t.name) - 6, t.name);
+        snprintf(s3.dtype, sizeof s3.dtype, "F32");
+        s3.nd = 1; s3.shape[0] = 1; s3.bytes = 4; s3.data = malloc(4);
+        ((float *)s3.data)[0] = 0.01f + 0.001f * (t.name[strlen(t.name) - 13] & 7);   /* differs between q, k and v */
+        q[nq++] = s3;
+        st_out dd = t;
+        dd.bytes = sizeof(float) * R * C;
+        snprintf(dd.dtype, sizeof dd.dtype, "F32");
+        dd.data = (unsigned char *)deq;
+        dd.bytes = sizeof(float) * R * C;
+        d[nd++] = dd;
+        free(sc);
+    }
+    char deqdir[1024];
+    snprintf(deqdir, sizeof deqdir, "%s-deq", dir);
+    sh("mkdir -p %s %s && cp %s/models/stories260K-hf/config.json %s/ && cp %s/models/stories260K-hf/config.json %s/", dir, deqdir, SH, dir, SH, deqdir);
+    int rc = write_safetensors(path("%s/model.safetensors", dir), q, nq) | write_safetensors(path("%s/model.safetensors", deqdir), d, nd);
+    for (int i = 0; i < nq; i++) free(q[i].data);
+    for (int i = 0; i < nd; i++) free(d[i].data);
+    jv_free(&h);
+    free(src);
+    return rc;
+}
+
+static void test_fp8_checkpoint(void) {
+    char dird[512], tok[512], a[512], b[512], dyn[512];
+    snprintf(dird, sizeof dird, "%s/fp8ckpt", OUT);
+    snprintf(tok, sizeof tok, "%s/models/stories260K/tok512.bin", SH);
+    if (make_fp8_checkpoint(dird, 0, 0)) { result(0, "FP8 checkpoint", "could not write the test checkpoint"); return; }
+    snprintf(a, sizeof a, "%s/fp8ckpt.fp8.w8a8", OUT);
+    snprintf(b, sizeof b, "%s/fp8ckpt-deq.f32.w8a8", OUT);
+    snprintf(dyn, sizeof dyn, "%s/fp8ckpt.dyn.w8a8", OUT);
+    int rc = sh("./convert %s --tokenizer %s -o %s --scheme fp8 --quiet && ./convert %s-deq --tokenizer %s -o %s --scheme f32 --quiet && "
+                "./convert %s --tokenizer %s -o %s --scheme fp8 --act dynamic --quiet", dird, tok, a, dird, tok, b, dird, tok, dyn);
+    w8a8_model *ma = rc ? NULL : open_cpu(a, 1), *mb = rc ? NULL : open_cpu(b, 1), *md = rc ? NULL : open_cpu(dyn, 1);
+    if (!ma || !mb || !md) { result(0, "FP8 checkpoint import", "convert/open failed (%s)", w8a8_error()); w8a8_close(ma); w8a8_close(mb); w8a8_close(md); return; }
+    /* every code times its row's scale is the dequantized checkpoint's value at the same place, bit for bit:
+     * the codes and scales were copied, in the engine's row order (q and k rows reordered for RoPE) */
+    long mism = 0, total = 0;
+    for (uint32_t l = 0; l < ma->cfg.n_layers; l++) {
+        const linear *la[4] = {&ma->layers[l].qkv, &ma->layers[l].o, &ma->layers[l].w13, &ma->layers[l].w2};
+        const linear *lb[4] = {&mb->layers[l].qkv, &mb->layers[l].o, &mb->layers[l].w13, &mb->layers[l].w2};
+        for (int k = 0; k < 4; k++)
+            for (int r = 0; r < la[k]->rows; r++)
+                for (int j = 0; j < la[k]->cols; j++, total++) {
+                    float va = w8a8_fp8_to_float(((const uint8_t *)la[k]->w)[(size_t)r * la[k]->cols + j]) * la[k]->scale[r];
+                    mism += va != ((const float *)lb[k]->w)[(size_t)r * lb[k]->cols + j];
+                }
+    }
+    result(total > 0 && mism == 0 && ma->layers[0].qkv.dtype == W8A8_DT_E4M3, "FP8 checkpoint import: codes and scales copied (code x scale == the checkpoint's value, bit for bit)",
+           "%ld weights, %ld differ", total, mism);
+    float want = 0.01f + 0.001f * ('q' & 7);   /* the largest of q/k/v's input scales (see make_fp8_checkpoint) */
+    for (const char *p = "qkv"; *p; p++) want = fmaxf(want, 0.01f + 0.001f * (*p & 7));
+    result(ma->cfg.act_scales == W8A8_ACT_STATIC && ma->layers[0].qkv.in_scale == want && md->cfg.act_scales == W8A8_ACT_DYNAMIC,
+           "FP8 checkpoint import: input_scale becomes the static activation scale (max over q, k, v); --act dynamic drops it",
+           "qkv in_scale %g (want %g); --act dynamic file: %s", ma->layers[0].qkv.in_scale, want, md->cfg.act_scales ? "static" : "dynamic");
+    size_t tl;
+    char *text = slurp(path("%s/corpus/tinystories-dev.txt", SH), &tl);
+    if (tl > 16384) text[16384] = 0;
+    double pb = text_ppl(mb, text, 256), pd = text_ppl(md, text, 256);
+    result(pd / pb < 1.03, "FP8 checkpoint import: the model runs (dynamic scales) close to its dequantized twin", "perplexity %.4f vs f32 %.4f (%+.2f %%)", pd, pb, 100 * (pd / pb - 1));
+    free(text);
+    w8a8_close(ma); w8a8_close(mb); w8a8_close(md);
+    /* broken checkpoints are refused with a reason */
+    struct { int nan_code, blockwise; const char *expect; } bad[] = {{1, 0, "NaN"}, {0, 1, "block-wise"}};
+    for (int i = 0; i < 2; i++) {
+        char bd[512];
+        snprintf(bd, sizeof bd, "%s/fp8bad%d", OUT, i);
+        make_fp8_checkpoint(bd, bad[i].nan_code, bad[i].blockwise);
+        sh("rm -f %s/bad.out; ./convert %s --tokenizer %s -o %s/bad.out --scheme fp8 > %s/conv.log 2>&1", OUT, bd, tok, OUT, OUT);
+        size_t ln;
+        char *log = slurp(path("%s/conv.log", OUT), &ln);
+        int good = log && strstr(log, bad[i].expect) && !exists(path("%s/bad.out", OUT));
+        char *line = log ? strstr(log, "convert: ") : NULL;
+        if (line && strchr(line, '\n')) *strchr(line, '\n') = 0;
+        result(good, path("FP8 checkpoint with %s: refused", bad[i].expect), "%s", line ? line : "");
+        free(log);
+    }
+}
+
+/* =========================================================================================================
  * Bad files: each rejected with a clear error, no crash
  * ======================================================================================================= */
 static void rechecksum(unsigned char *b) {
@@ -1038,7 +1369,7 @@ int main(int argc, char **argv) {
         {"656k", test_656k_coherent}, {"tokenizers", test_tokenizers}, {"quant", test_quantized_forward},
         {"ppl", test_perplexity}, {"bad", test_bad_files}, {"batch", test_batch}, {"sampling", test_sampling},
         {"misuse", test_api_misuse}, {"cli", test_cli}, {"example", test_example}, {"nvrtc", test_nvrtc}, {"faults", test_faults}, {"nvrtc-missing", test_nvrtc_missing},
-        {"gguf", test_gguf}, {"gpu", test_gpu_kernels}, {"gpu-e2e", test_gpu_e2e}, {"gpu-batch", test_gpu_batch}, {"gpu-cache", test_gpu_cache}, {"gpu-faults", test_gpu_faults},
+        {"calib", test_calibration}, {"fp8ckpt", test_fp8_checkpoint}, {"gguf", test_gguf}, {"gpu", test_gpu_kernels}, {"gpu-e2e", test_gpu_e2e}, {"gpu-batch", test_gpu_batch}, {"gpu-cache", test_gpu_cache}, {"gpu-faults", test_gpu_faults},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
         int chosen = argc < 2 && strcmp(tests[i].name, "nvrtc-missing");   /* that one only when asked */

@@ -356,7 +356,7 @@ typedef struct {
     int l2c_shared;
 } source;
 
-enum { ST_F32, ST_F16, ST_BF16, ST_OTHER };
+enum { ST_F32, ST_F16, ST_BF16, ST_F8, ST_OTHER };   /* ST_F8: float8_e4m3fn, a pre-quantized checkpoint's weights */
 
 static void st_open(source *s, const char *path) {
     blob b = map_file(path);
@@ -378,7 +378,8 @@ static void st_open(source *s, const char *path) {
             die("'%s': tensor '%s' has a malformed header entry", path, h.keys[i]);
         st_tensor t = {0};
         t.name = STRDUP(h.keys[i]);
-        t.dtype = !strcmp(dt->str, "F32") ? ST_F32 : !strcmp(dt->str, "F16") ? ST_F16 : !strcmp(dt->str, "BF16") ? ST_BF16 : ST_OTHER;
+        t.dtype = !strcmp(dt->str, "F32") ? ST_F32 : !strcmp(dt->str, "F16") ? ST_F16 : !strcmp(dt->str, "BF16") ? ST_BF16
+                : !strcmp(dt->str, "F8_E4M3") ? ST_F8 : ST_OTHER;
         t.ndim = sh->n;
         uint64_t elems = 1;
         for (int k = 0; k < sh->n; k++) {
@@ -390,7 +391,7 @@ static void st_open(source *s, const char *path) {
         if (b0 < 0 || b1 < b0 || b1 > (double)data_n) die("'%s': tensor '%s' lies outside the file", path, t.name);
         t.data = data + (size_t)b0;
         t.bytes = (size_t)(b1 - b0);
-        int es = t.dtype == ST_F32 ? 4 : t.dtype == ST_OTHER ? 0 : 2;
+        int es = t.dtype == ST_F32 ? 4 : t.dtype == ST_F8 ? 1 : t.dtype == ST_OTHER ? 0 : 2;
         if (es && (uint64_t)t.bytes != elems * es) die("'%s': tensor '%s' has %zu bytes for %llu elements", path, t.name, t.bytes, (unsigned long long)elems);
         s->t = REALLOC(s->t, sizeof(st_tensor) * (s->n + 1));
         if (!s->t) die("out of memory");
@@ -445,6 +446,60 @@ static int src_has(const source *s, const char *name) {
 
 static float bf16f(uint16_t v) { return w8a8_bf16_to_float(v); }
 
+/* A small fp32 tensor of a safetensors source (scales), as n floats; NULL if absent. */
+static float *st_read_small(const source *s, const char *name, uint64_t *n) {
+    const st_tensor *t = st_find(s, name);
+    if (!t) return NULL;
+    int es = t->dtype == ST_F32 ? 4 : (t->dtype == ST_F16 || t->dtype == ST_BF16) ? 2 : 0;
+    if (!es) die("tensor '%s' has a dtype this converter does not read as a scale (F32, F16, BF16)", name);
+    *n = t->bytes / es;
+    float *v = xmalloc(sizeof(float) * (*n ? *n : 1));
+    for (uint64_t i = 0; i < *n; i++) {
+        uint16_t h;
+        if (es == 4) memcpy(&v[i], t->data + 4 * i, 4);
+        else { memcpy(&h, t->data + 2 * i, 2); v[i] = t->dtype == ST_F16 ? w8a8_f16_to_float(h) : bf16f(h); }
+    }
+    return v;
+}
+
+/* A pre-quantized FP8 linear (the compressed-tensors and "fp8" layouts: `X.weight` float8_e4m3fn [rows][cols],
+ * `X.weight_scale` per tensor [1] or per output channel [rows] / [rows][1], optional `X.input_scale` [1]):
+ * its codes as they are, each row's scale in row_scale, the input scale (0 if none) in *in_scale. */
+static uint8_t *src_read_fp8(const source *s, const char *name, uint64_t rows, uint64_t cols, float *row_scale, float *in_scale) {
+    const st_tensor *t = st_find(s, name);
+    if (!t || t->dtype != ST_F8 || t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+        die("tensor '%s' is missing or is not a [%llu x %llu] F8_E4M3 tensor", name, (unsigned long long)rows, (unsigned long long)cols);
+    char sn[160], base[128];
+    snprintf(base, sizeof base, "%.*s", (int)(strlen(name) > 6 ? strlen(name) - 6 : 0), name);   /* drop "weight" */
+    snprintf(sn, sizeof sn, "%sweight_scale_inv", base);
+    if (st_find(s, sn)) die("'%s': block-wise FP8 scales (weight_scale_inv, DeepSeek style) are not supported; per-tensor or per-channel weight_scale are", name);
+    snprintf(sn, sizeof sn, "%sweight_scale", base);
+    uint64_t ns = 0;
+    float *sc = st_read_small(s, sn, &ns);
+    if (!sc) die("'%s' is F8_E4M3 but '%s' is missing", name, sn);
+    if (ns != 1 && ns != rows) die("'%s' has %llu values: expected 1 (per tensor) or %llu (per channel); block-wise scales are not supported", sn, (unsigned long long)ns, (unsigned long long)rows);
+    for (uint64_t r = 0; r < rows; r++) {
+        row_scale[r] = sc[ns == 1 ? 0 : r];
+        if (!(row_scale[r] > 0 && isfinite(row_scale[r]))) die("'%s' holds %g: scales must be positive numbers", sn, row_scale[r]);
+    }
+    FREE(sc);
+    uint8_t *codes = xmalloc(rows * cols);
+    memcpy(codes, t->data, rows * cols);
+    for (uint64_t i = 0; i < rows * cols; i++)
+        if ((codes[i] & 0x7f) == 0x7f) die("'%s' holds a NaN (code 0x%02x at element %llu)", name, codes[i], (unsigned long long)i);
+    if (in_scale) {
+        snprintf(sn, sizeof sn, "%sinput_scale", base);
+        float *is = st_read_small(s, sn, &ns);
+        *in_scale = 0;
+        if (is) {
+            if (ns != 1 || !(is[0] > 0 && isfinite(is[0]))) die("'%s' must be one positive number (a per-tensor static scale)", sn);
+            *in_scale = is[0];
+            FREE(is);
+        }
+    }
+    return codes;
+}
+
 /* Reads a tensor as fp32 and checks its shape ([rows][cols], or [rows] when cols == 0). */
 static float *src_read(const source *s, const char *name, uint64_t rows, uint64_t cols) {
     uint64_t n = rows * (cols ? cols : 1);
@@ -486,6 +541,15 @@ static float *src_read(const source *s, const char *name, uint64_t rows, uint64_
         die("tensor '%s' has shape [%s], expected [%llu%s%llu]", name, sh, (unsigned long long)rows, cols ? " x " : "",
             (unsigned long long)(cols ? cols : 0));
     }
+    if (t->dtype == ST_F8) {   /* a pre-quantized weight, read as code * scale */
+        float *rs = xmalloc(sizeof(float) * rows);
+        FREE(out);
+        uint8_t *codes = src_read_fp8(s, name, rows, cols, rs, NULL);
+        out = xmalloc(n * sizeof(float));
+        for (uint64_t i = 0; i < n; i++) out[i] = w8a8_fp8_to_float(codes[i]) * rs[i / cols];
+        FREE(codes); FREE(rs);
+        return out;
+    }
     for (uint64_t i = 0; i < n; i++) {
         switch (t->dtype) {
         case ST_F32: memcpy(&out[i], t->data + 4 * i, 4); break;
@@ -499,18 +563,17 @@ static float *src_read(const source *s, const char *name, uint64_t rows, uint64_
 
 /* Hugging Face stores q and k rows of each head in rotate-half order (pairs i and i + d/2); the engine, like
  * llama2.c, rotates adjacent pairs (2i, 2i + 1). Undo the permutation: row 2p + c <- row c * d/2 + p. */
-static void unpermute_rows(float *w, int n_heads, int head_dim, int cols) {
-    int c1 = cols ? cols : 1;
-    float *tmp = xmalloc(sizeof(float) * head_dim * c1);
+static void unpermute_bytes(void *w, int n_heads, int head_dim, size_t row_bytes) {
+    unsigned char *tmp = xmalloc(row_bytes * head_dim);
     for (int h = 0; h < n_heads; h++) {
-        float *base = w + (size_t)h * head_dim * c1;
-        memcpy(tmp, base, sizeof(float) * head_dim * c1);
+        unsigned char *base = (unsigned char *)w + (size_t)h * head_dim * row_bytes;
+        memcpy(tmp, base, row_bytes * head_dim);
         for (int p = 0; p < head_dim / 2; p++)
-            for (int c = 0; c < 2; c++)
-                memcpy(base + (size_t)(2 * p + c) * c1, tmp + (size_t)(c * head_dim / 2 + p) * c1, sizeof(float) * c1);
+            for (int c = 0; c < 2; c++) memcpy(base + (2 * p + c) * row_bytes, tmp + (c * head_dim / 2 + p) * row_bytes, row_bytes);
     }
     FREE(tmp);
 }
+static void unpermute_rows(float *w, int n_heads, int head_dim, int cols) { unpermute_bytes(w, n_heads, head_dim, sizeof(float) * (cols ? cols : 1)); }
 
 /* =========================================================================================================
  * Tokenizers: llama2.c tokenizer.bin, and tokenizer.json
@@ -870,18 +933,28 @@ static void quantize_weight(int scheme, const float *w, uint64_t rows, uint64_t 
 /* =========================================================================================================
  * The plan: every tensor of the output file, in order, with what produces it
  * ======================================================================================================= */
-enum { P_EMBD, P_OUTPUT, P_OUT_NORM, P_ATTN_NORM, P_FFN_NORM, P_QKV, P_QKV_BIAS, P_Q_NORM, P_K_NORM, P_WO, P_W13, P_W2, P_SCALE };
+enum { P_EMBD, P_OUTPUT, P_OUT_NORM, P_ATTN_NORM, P_FFN_NORM, P_QKV, P_QKV_BIAS, P_Q_NORM, P_K_NORM, P_WO, P_W13, P_W2, P_SCALE,
+       P_IN_SCALE, P_K_SCALE, P_V_SCALE };
 enum { K_QKV, K_WO, K_W13, K_W2, K_EMBD, K_N };
 static const char *kind_names[K_N] = {"wqkv", "wo", "w13", "w2", "embeddings"};
 
-typedef struct { w8a8_tensor_entry e; int what, layer; } planned;
+typedef struct { w8a8_tensor_entry e; int what, layer, of; } planned;   /* of: P_IN_SCALE's linear (P_QKV ...) */
 
 typedef struct {
     source src;
     w8a8_config c;
     int scheme;
+    int act_static;         /* static per-tensor activation scales (from calibration or the checkpoint) */
+    int smooth;             /* SmoothQuant: fold per-channel factors into the weights */
+    float alpha;            /* its migration strength */
+    int kv_fp8;             /* e4m3 KV cache with per-layer scales */
+    int direct_fp8;         /* the source is a pre-quantized FP8 checkpoint: copy its codes and scales */
+    const float *stats;     /* calibration statistics (w8a8_calib_stats' layout), or NULL */
     planned *p; int np;
     float *pending_scale;   /* the scale of the linear just written, written next */
+    float ckpt_in_scale[4]; /* direct_fp8: the checkpoint's input scales of the current layer's linears (0: none) */
+    int sm_layer;           /* the layer whose smoothing factors are below (-1: none yet) */
+    float *sm[4];           /* smoothing factors: qkv input [dim], o input per kv channel [kv_dim], w13 input [dim], w2 input [hidden] */
     qerr err[K_N];
 } conv;
 
@@ -909,11 +982,17 @@ static void plan_linear(conv *cv, int l, const char *nm, int what, uint64_t rows
     if (cv->scheme == W8A8_FP8 || cv->scheme == W8A8_INT8) {
         snprintf(name, sizeof name, "blk.%d.%s.scale", l, nm);
         plan_add(cv, name, W8A8_DT_F32, rows, 0, P_SCALE, l);
+        if (cv->act_static) {
+            snprintf(name, sizeof name, "blk.%d.%s.in_scale", l, nm);
+            plan_add(cv, name, W8A8_DT_F32, 1, 0, P_IN_SCALE, l);
+            cv->p[cv->np - 1].of = what;
+        }
     }
 }
 
 static void make_plan(conv *cv) {
     const w8a8_config *c = &cv->c;
+    cv->np = 0;
     int e16 = cv->scheme == W8A8_F32 ? W8A8_DT_F32 : W8A8_DT_BF16;
     uint64_t D = c->dim, H = c->hidden_dim, qd = (uint64_t)c->n_heads * c->head_dim, kvd = (uint64_t)c->n_kv_heads * c->head_dim;
     char name[W8A8_NAME_MAX];
@@ -932,6 +1011,10 @@ static void make_plan(conv *cv) {
         snprintf(name, sizeof name, "blk.%u.ffn_norm", l); plan_add(cv, name, W8A8_DT_F32, D, 0, P_FFN_NORM, l);
         plan_linear(cv, l, "w13", P_W13, 2 * H, D);
         plan_linear(cv, l, "w2", P_W2, D, H);
+        if (cv->kv_fp8) {
+            snprintf(name, sizeof name, "blk.%u.k_scale", l); plan_add(cv, name, W8A8_DT_F32, 1, 0, P_K_SCALE, l);
+            snprintf(name, sizeof name, "blk.%u.v_scale", l); plan_add(cv, name, W8A8_DT_F32, 1, 0, P_V_SCALE, l);
+        }
     }
 }
 
@@ -941,13 +1024,90 @@ static float *read_layer(conv *cv, int l, const char *what, uint64_t rows, uint6
     return src_read(&cv->src, name, rows, cols);
 }
 
+/* --- Calibration statistics and SmoothQuant ---
+ * The statistics are the engine's (w8a8_calib_stats): per layer, the per-channel absolute maxima of the inputs
+ * of qkv, o, w13 and w2, then of the keys and values. */
+enum { CAL_QKV, CAL_O, CAL_W13, CAL_W2, CAL_K, CAL_V };
+static const float *stat_of(const conv *cv, int l, int what) {
+    const w8a8_config *c = &cv->c;
+    size_t D = c->dim, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t len[6] = {D, qd, D, c->hidden_dim, kvd, kvd}, off = 0, per = 0;
+    for (int i = 0; i < 6; i++) { if (i < what) off += len[i]; per += len[i]; }
+    return cv->stats + l * per + off;
+}
+static size_t stats_size(const w8a8_config *c) {
+    return (size_t)c->n_layers * (2 * c->dim + c->n_heads * c->head_dim + c->hidden_dim + 2 * c->n_kv_heads * c->head_dim);
+}
+
+/* max |w[r][j]| over rows, into cmax[j] (kept if larger) */
+static void col_absmax(const float *w, uint64_t rows, uint64_t cols, float *cmax) {
+    for (uint64_t r = 0; r < rows; r++)
+        for (uint64_t j = 0; j < cols; j++) cmax[j] = fmaxf(cmax[j], fabsf(w[r * cols + j]));
+}
+/* SmoothQuant's factor for one input channel: s = max|X|^alpha / max|W|^(1 - alpha). Dividing the channel of X
+ * by s (folded into what produces X) and multiplying the column of W by s leaves X W^T unchanged, and moves
+ * the activation's outliers into the weights, which are quantized per output channel and take them well. */
+static float smooth_factor(float xmax, float wmax, float alpha) {
+    if (!(xmax > 0) || !(wmax > 0)) return 1.0f;
+    double s = pow(xmax, alpha) / pow(wmax, 1.0 - alpha);
+    return (float)(s < 1e-5 ? 1e-5 : s > 1e5 ? 1e5 : s);
+}
+
+/* A pre-quantized FP8 linear, copied without dequantizing: the checkpoint's codes (rows reordered and
+ * concatenated as the engine stores them) and its per-row scales; its input scale kept for P_IN_SCALE
+ * (the largest of the parts: q, k and v, or gate and up, read the same input). */
+static void *produce_fp8(conv *cv, const planned *p) {
+    const w8a8_config *c = &cv->c;
+    uint64_t rows = p->e.shape[0], cols = p->e.shape[1], D = c->dim, H = c->hidden_dim;
+    uint64_t qd = (uint64_t)c->n_heads * c->head_dim, kvd = (uint64_t)c->n_kv_heads * c->head_dim;
+    const char *parts[3];
+    uint64_t prow[3];
+    int np = 0, which = 0;
+    switch (p->what) {
+    case P_QKV: parts[0] = "self_attn.q_proj.weight"; parts[1] = "self_attn.k_proj.weight"; parts[2] = "self_attn.v_proj.weight";
+                prow[0] = qd; prow[1] = prow[2] = kvd; np = 3; which = 0; break;
+    case P_WO: parts[0] = "self_attn.o_proj.weight"; prow[0] = D; np = 1; which = 1; break;
+    case P_W13: parts[0] = "mlp.gate_proj.weight"; parts[1] = "mlp.up_proj.weight"; prow[0] = prow[1] = H; np = 2; which = 2; break;
+    default: parts[0] = "mlp.down_proj.weight"; prow[0] = D; np = 1; which = 3; break;
+    }
+    uint8_t *out = xmalloc(rows * cols);
+    float *scale = xmalloc(sizeof(float) * rows), in_max = 0;
+    int all_in = 1;
+    uint64_t at = 0;
+    for (int i = 0; i < np; i++) {
+        char name[160];
+        float in = 0;
+        snprintf(name, sizeof name, "model.layers.%d.%s", p->layer, parts[i]);
+        uint8_t *codes = src_read_fp8(&cv->src, name, prow[i], cols, scale + at, &in);
+        if (cv->src.rotate_half && p->what == P_QKV && i < 2) {
+            int nh = i == 0 ? c->n_heads : c->n_kv_heads;
+            unpermute_bytes(codes, nh, c->head_dim, cols);
+            unpermute_bytes(scale + at, nh, c->head_dim, sizeof(float));
+        }
+        memcpy(out + at * cols, codes, prow[i] * cols);
+        FREE(codes);
+        at += prow[i];
+        all_in &= in > 0;
+        in_max = fmaxf(in_max, in);
+    }
+    cv->ckpt_in_scale[which] = all_in ? in_max : 0;
+    if (cv->act_static && !cv->stats && !all_in) die("'%s' has no input_scale for a static activation scale: use --act dynamic or --calib", parts[0]);
+    cv->pending_scale = scale;
+    return out;
+}
+
+/* The smoothing factors of layer l (computed once per layer: the weights are read for their column maxima). */
+static void smooth_layer(conv *cv, int l);
+
 /* Produces one planned tensor's bytes. */
 static void *produce(conv *cv, const planned *p) {
     const w8a8_config *c = &cv->c;
     uint64_t rows = p->e.shape[0], cols = p->e.shape[1], D = c->dim, H = c->hidden_dim;
     uint64_t qd = (uint64_t)c->n_heads * c->head_dim, kvd = (uint64_t)c->n_kv_heads * c->head_dim;
-    int l = p->layer, hf = cv->src.rotate_half, kind = -1;
+    int l = p->layer, hf = cv->src.rotate_half, kind = -1, group = c->n_heads / c->n_kv_heads;
     float *w = NULL;
+    if (l >= 0 && cv->smooth) smooth_layer(cv, l);
+    float *const *sm = cv->sm;
     switch (p->what) {
     case P_EMBD:   /* with tied embeddings, some files keep only one of the two names */
         w = src_read(&cv->src, src_has(&cv->src, "model.embed_tokens.weight") || !src_has(&cv->src, "lm_head.weight")
@@ -956,8 +1116,11 @@ static void *produce(conv *cv, const planned *p) {
         break;
     case P_OUTPUT: w = src_read(&cv->src, "lm_head.weight", rows, cols); kind = K_EMBD; break;
     case P_OUT_NORM: return src_read(&cv->src, "model.norm.weight", rows, 0);
-    case P_ATTN_NORM: return read_layer(cv, l, "input_layernorm.weight", rows, 0);
-    case P_FFN_NORM: return read_layer(cv, l, "post_attention_layernorm.weight", rows, 0);
+    case P_ATTN_NORM: case P_FFN_NORM: {   /* smoothing: the norm's gains divide its output's channels */
+        float *g = read_layer(cv, l, p->what == P_ATTN_NORM ? "input_layernorm.weight" : "post_attention_layernorm.weight", rows, 0);
+        if (cv->smooth) for (uint64_t j = 0; j < rows; j++) g[j] /= sm[p->what == P_ATTN_NORM ? 0 : 2][j];
+        return g;
+    }
     case P_Q_NORM: case P_K_NORM: {
         float *v = read_layer(cv, l, p->what == P_Q_NORM ? "self_attn.q_norm.weight" : "self_attn.k_norm.weight", rows, 0);
         if (hf) unpermute_rows(v, 1, c->head_dim, 0);
@@ -967,31 +1130,77 @@ static void *produce(conv *cv, const planned *p) {
         float *v = xmalloc(sizeof(float) * rows), *q = read_layer(cv, l, "self_attn.q_proj.bias", qd, 0),
               *k = read_layer(cv, l, "self_attn.k_proj.bias", kvd, 0), *vv = read_layer(cv, l, "self_attn.v_proj.bias", kvd, 0);
         if (hf) { unpermute_rows(q, c->n_heads, c->head_dim, 0); unpermute_rows(k, c->n_kv_heads, c->head_dim, 0); }
+        if (cv->smooth) for (uint64_t j = 0; j < kvd; j++) vv[j] /= sm[1][j];
         memcpy(v, q, qd * 4); memcpy(v + qd, k, kvd * 4); memcpy(v + qd + kvd, vv, kvd * 4);
         FREE(q); FREE(k); FREE(vv);
         return v;
     }
-    case P_QKV: {
-        float *q = read_layer(cv, l, "self_attn.q_proj.weight", qd, D), *k = read_layer(cv, l, "self_attn.k_proj.weight", kvd, D),
-              *v = read_layer(cv, l, "self_attn.v_proj.weight", kvd, D);
-        if (hf) { unpermute_rows(q, c->n_heads, c->head_dim, D); unpermute_rows(k, c->n_kv_heads, c->head_dim, D); }
-        w = xmalloc(sizeof(float) * rows * cols);
-        memcpy(w, q, qd * D * 4); memcpy(w + qd * D, k, kvd * D * 4); memcpy(w + (qd + kvd) * D, v, kvd * D * 4);
-        FREE(q); FREE(k); FREE(v);
-        kind = K_QKV;
+    case P_QKV: case P_WO: case P_W13: case P_W2:
+        if (cv->direct_fp8) return produce_fp8(cv, p);
+        if (p->what == P_QKV) {
+            float *q = read_layer(cv, l, "self_attn.q_proj.weight", qd, D), *k = read_layer(cv, l, "self_attn.k_proj.weight", kvd, D),
+                  *v = read_layer(cv, l, "self_attn.v_proj.weight", kvd, D);
+            if (hf) { unpermute_rows(q, c->n_heads, c->head_dim, D); unpermute_rows(k, c->n_kv_heads, c->head_dim, D); }
+            w = xmalloc(sizeof(float) * rows * cols);
+            memcpy(w, q, qd * D * 4); memcpy(w + qd * D, k, kvd * D * 4); memcpy(w + (qd + kvd) * D, v, kvd * D * 4);
+            FREE(q); FREE(k); FREE(v);
+            if (cv->smooth) {   /* columns times the input's factors; v rows divided by the o input's */
+                for (uint64_t r = 0; r < rows; r++)
+                    for (uint64_t j = 0; j < D; j++) w[r * D + j] *= sm[0][j];
+                for (uint64_t r = 0; r < kvd; r++)
+                    for (uint64_t j = 0; j < D; j++) w[(qd + kvd + r) * D + j] /= sm[1][r];
+            }
+            kind = K_QKV;
+        } else if (p->what == P_WO) {
+            w = read_layer(cv, l, "self_attn.o_proj.weight", D, qd);
+            if (cv->smooth)   /* o's input channel h hd + d is v's channel (h / group) hd + d */
+                for (uint64_t r = 0; r < D; r++)
+                    for (uint64_t j = 0; j < qd; j++) w[r * qd + j] *= sm[1][(j / c->head_dim / group) * c->head_dim + j % c->head_dim];
+            kind = K_WO;
+        } else if (p->what == P_W13) {
+            float *g = read_layer(cv, l, "mlp.gate_proj.weight", H, D), *u = read_layer(cv, l, "mlp.up_proj.weight", H, D);
+            w = xmalloc(sizeof(float) * rows * cols);
+            memcpy(w, g, H * D * 4); memcpy(w + H * D, u, H * D * 4);
+            FREE(g); FREE(u);
+            if (cv->smooth) {   /* columns times the input's factors; up rows divided by the down input's */
+                for (uint64_t r = 0; r < 2 * H; r++)
+                    for (uint64_t j = 0; j < D; j++) w[r * D + j] *= sm[2][j];
+                for (uint64_t r = 0; r < H; r++)
+                    for (uint64_t j = 0; j < D; j++) w[(H + r) * D + j] /= sm[3][r];
+            }
+            kind = K_W13;
+        } else {
+            w = read_layer(cv, l, "mlp.down_proj.weight", D, H);
+            if (cv->smooth)
+                for (uint64_t r = 0; r < D; r++)
+                    for (uint64_t j = 0; j < H; j++) w[r * H + j] *= sm[3][j];
+            kind = K_W2;
+        }
         break;
-    }
-    case P_WO: w = read_layer(cv, l, "self_attn.o_proj.weight", D, qd); kind = K_WO; break;
-    case P_W13: {
-        float *g = read_layer(cv, l, "mlp.gate_proj.weight", H, D), *u = read_layer(cv, l, "mlp.up_proj.weight", H, D);
-        w = xmalloc(sizeof(float) * rows * cols);
-        memcpy(w, g, H * D * 4); memcpy(w + H * D, u, H * D * 4);
-        FREE(g); FREE(u);
-        kind = K_W13;
-        break;
-    }
-    case P_W2: w = read_layer(cv, l, "mlp.down_proj.weight", D, H); kind = K_W2; break;
     case P_SCALE: { float *s = cv->pending_scale; cv->pending_scale = NULL; return s; }
+    case P_IN_SCALE: {   /* the largest (smoothed) input over the calibration text, at the format's largest value */
+        float *s = xmalloc(sizeof(float)), qmax = cv->scheme == W8A8_FP8 ? 448.0f : 127.0f, amax = 0;
+        int which = p->of == P_QKV ? 0 : p->of == P_WO ? 1 : p->of == P_W13 ? 2 : 3;
+        if (!cv->stats) {   /* a pre-quantized checkpoint's own input scale */
+            s[0] = cv->ckpt_in_scale[which];
+            return s;
+        }
+        const float *a = stat_of(cv, l, which == 0 ? CAL_QKV : which == 1 ? CAL_O : which == 2 ? CAL_W13 : CAL_W2);
+        uint64_t n = which == 1 ? qd : which == 3 ? H : D;
+        for (uint64_t j = 0; j < n; j++) {
+            float f = !cv->smooth ? 1.0f : which == 1 ? sm[1][(j / c->head_dim / group) * c->head_dim + j % c->head_dim] : sm[which][j];
+            amax = fmaxf(amax, a[j] / f);
+        }
+        s[0] = amax > 0 ? amax / qmax : 1.0f;
+        return s;
+    }
+    case P_K_SCALE: case P_V_SCALE: {   /* the cache's scales: the largest key (value, as smoothed) at 448 */
+        float *s = xmalloc(sizeof(float)), amax = 0;
+        const float *a = stat_of(cv, l, p->what == P_K_SCALE ? CAL_K : CAL_V);
+        for (uint64_t j = 0; j < kvd; j++) amax = fmaxf(amax, a[j] / (p->what == P_V_SCALE && cv->smooth ? sm[1][j] : 1.0f));
+        s[0] = amax > 0 ? amax / 448.0f : 1.0f;
+        return s;
+    }
     }
     /* embeddings and the LM head stay 16-bit in the quantized schemes */
     int sch = kind == K_EMBD ? (cv->scheme == W8A8_F32 ? W8A8_F32 : W8A8_BF16) : cv->scheme;
@@ -1001,6 +1210,48 @@ static void *produce(conv *cv, const planned *p) {
     FREE(w);
     cv->pending_scale = scale;
     return out;
+}
+
+static void smooth_layer(conv *cv, int l) {
+    if (cv->sm_layer == l) return;
+    const w8a8_config *c = &cv->c;
+    uint64_t D = c->dim, H = c->hidden_dim, hd = c->head_dim, qd = (uint64_t)c->n_heads * hd, kvd = (uint64_t)c->n_kv_heads * hd;
+    int group = c->n_heads / c->n_kv_heads;
+    uint64_t len[4] = {D, kvd, D, H};
+    float *wmax[4], *xmax_o = xcalloc(kvd, sizeof(float));
+    for (int i = 0; i < 4; i++) {
+        FREE(cv->sm[i]);
+        cv->sm[i] = xmalloc(sizeof(float) * len[i]);
+        wmax[i] = xcalloc(len[i], sizeof(float));
+    }
+    const char *qkv[3] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"};
+    for (int i = 0; i < 3; i++) {
+        uint64_t r = i ? kvd : qd;
+        float *w = read_layer(cv, l, qkv[i], r, D);
+        col_absmax(w, r, D, wmax[0]);
+        FREE(w);
+    }
+    float *w = read_layer(cv, l, "self_attn.o_proj.weight", D, qd), *cm = xcalloc(qd, sizeof(float));
+    col_absmax(w, D, qd, cm);
+    const float *xo = stat_of(cv, l, CAL_O);
+    for (uint64_t j = 0; j < qd; j++) {   /* the heads sharing a kv head share its factors */
+        uint64_t k = (j / hd / group) * hd + j % hd;
+        wmax[1][k] = fmaxf(wmax[1][k], cm[j]);
+        xmax_o[k] = fmaxf(xmax_o[k], xo[j]);
+    }
+    FREE(w); FREE(cm);
+    const char *gu[2] = {"mlp.gate_proj.weight", "mlp.up_proj.weight"};
+    for (int i = 0; i < 2; i++) { w = read_layer(cv, l, gu[i], H, D); col_absmax(w, H, D, wmax[2]); FREE(w); }
+    w = read_layer(cv, l, "mlp.down_proj.weight", D, H);
+    col_absmax(w, D, H, wmax[3]);
+    FREE(w);
+    const float *xs[4] = {stat_of(cv, l, CAL_QKV), xmax_o, stat_of(cv, l, CAL_W13), stat_of(cv, l, CAL_W2)};
+    for (int i = 0; i < 4; i++) {
+        for (uint64_t j = 0; j < len[i]; j++) cv->sm[i][j] = smooth_factor(xs[i][j], wmax[i][j], cv->alpha);
+        FREE(wmax[i]);
+    }
+    FREE(xmax_o);
+    cv->sm_layer = l;
 }
 
 /* =========================================================================================================
@@ -1229,22 +1480,230 @@ static void config_vocab_only(conv *cv, tok_build *tb, const char *path) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: convert INPUT -o OUT [--scheme f32|bf16|fp8|int8] [--tokenizer FILE] [--quiet]\n"
-            "  INPUT  a Hugging Face directory, a GGUF file (.gguf), or a llama2.c checkpoint (.bin)\n"
+            "usage: convert INPUT -o OUT [--scheme S] [options]\n"
+            "  INPUT  a Hugging Face directory (also pre-quantized FP8: compressed-tensors / \"fp8\" layout), a GGUF\n"
+            "         file (.gguf), or a llama2.c checkpoint (.bin, with --tokenizer tokenizer.bin)\n"
             "       convert --vocab-only TOKENIZER -o OUT   (tokenizer.json or tokenizer.bin; random tiny weights)\n"
             "       convert --synthetic config.json --tokenizer TOKENIZER -o OUT [--scheme S]   (real shapes, random weights)\n"
-            "         (a llama2.c checkpoint needs --tokenizer tokenizer.bin)\n"
-            "  --scheme     weights: f32 (reference), bf16, fp8 (E4M3 W8A8, default), int8 (W8A8)\n"
-            "  --tokenizer  a llama2.c tokenizer.bin, used instead of tokenizer.json\n");
+            "  --scheme S         f32 (reference), bf16, fp8 (E4M3 W8A8, dynamic per-token scales; default), int8 (W8A8,\n"
+            "                     dynamic), fp8-static (smoothed, static per-tensor scales), int8-sq (SmoothQuant INT8,\n"
+            "                     static scales; --act dynamic for per-token)\n"
+            "  --act static|dynamic   activation scales: per tensor from calibration, or per token at run time\n"
+            "  --smooth, --no-smooth  SmoothQuant folding on or off (on by default for fp8-static and int8-sq)\n"
+            "  --alpha A          SmoothQuant migration strength, 0..1 (default 0.5)\n"
+            "  --kv bf16|fp8      the KV cache: 16-bit (default) or e4m3 with calibrated per-layer scales\n"
+            "  --calib FILE       calibrate on this text (static scales, smoothing and --kv fp8 need it)\n"
+            "  --calib-tokens N   tokens of it to run (default 4096)\n"
+            "  --calib-save FILE  save the statistics; --calib-load FILE  reuse them instead of --calib\n"
+            "  --calib-cpu        calibrate on the CPU reference (f32) even where there is a GPU\n"
+            "  --tokenizer FILE   a llama2.c tokenizer.bin, used instead of tokenizer.json\n"
+            "  --quiet            no progress, no summary\n");
     exit(2);
 }
 
+/* Writes the model file for the current plan: to OUT.tmp.PID, then renamed. Returns its size. */
+static uint64_t write_model(conv *cv, const tok_build *tb, const char *out, const char *label) {
+    cv->c.scheme = cv->scheme;
+    cv->c.act_scales = cv->act_static ? W8A8_ACT_STATIC : W8A8_ACT_DYNAMIC;
+    cv->c.kv_dtype = cv->kv_fp8 ? W8A8_KV_FP8 : W8A8_KV_16;
+    cv->src.c = cv->c;
+    cv->sm_layer = -1;
+    memset(cv->err, 0, sizeof cv->err);
+    make_plan(cv);
+    /* layout: header, tokenizer, table, data */
+    uint64_t tok_n;
+    unsigned char *tok = build_tokenizer_section(tb, &tok_n);
+    w8a8_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, W8A8_MAGIC, 8);
+    h.version = W8A8_VERSION;
+    h.header_bytes = sizeof h;
+    h.config = cv->c;
+    h.tokenizer_offset = sizeof h;
+    h.tokenizer_bytes = tok_n;
+    h.table_offset = (h.tokenizer_offset + tok_n + 7) & ~7ull;
+    h.n_tensors = cv->np;
+    uint64_t at = h.table_offset + (uint64_t)cv->np * sizeof(w8a8_tensor_entry);
+    at = (at + W8A8_ALIGN - 1) / W8A8_ALIGN * W8A8_ALIGN;
+    h.data_offset = at;
+    for (int i = 0; i < cv->np; i++) {
+        cv->p[i].e.offset = at;
+        at += cv->p[i].e.bytes;
+        at = (at + W8A8_ALIGN - 1) / W8A8_ALIGN * W8A8_ALIGN;
+    }
+    h.data_bytes = at - h.data_offset;
+    h.file_bytes = at;
+    w8a8_tensor_entry *table = xcalloc(cv->np, sizeof *table);
+    for (int i = 0; i < cv->np; i++) table[i] = cv->p[i].e;
+    uint64_t sum = w8a8_fnv1a(0xcbf29ce484222325ull, &h, sizeof h);
+    sum = w8a8_fnv1a(sum, tok, tok_n);
+    h.checksum = w8a8_fnv1a(sum, table, sizeof(*table) * cv->np);
+
+    snprintf(g_tmp_path, sizeof g_tmp_path, "%s.tmp.%d", out, (int)getpid());
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
+    FILE *f = fopen(g_tmp_path, "wb");
+    if (!f) { g_tmp_path[0] = 0; die("cannot create '%s': %s", out, strerror(errno)); }
+    uint64_t pos = 0;
+    xwrite(f, &h, sizeof h); pos += sizeof h;
+    xwrite(f, tok, tok_n); pos += tok_n;
+    pad_to(f, &pos, 8);
+    xwrite(f, table, sizeof(*table) * cv->np); pos += sizeof(*table) * cv->np;
+    for (int i = 0; i < cv->np; i++) {
+        pad_to(f, &pos, W8A8_ALIGN);
+        if (pos != cv->p[i].e.offset) die("internal error: tensor '%s' at %llu, planned %llu", cv->p[i].e.name, (unsigned long long)pos, (unsigned long long)cv->p[i].e.offset);
+        void *data = produce(cv, &cv->p[i]);
+        xwrite(f, data, cv->p[i].e.bytes);
+        pos += cv->p[i].e.bytes;
+        FREE(data);
+        progress(label, i + 1, cv->np);
+    }
+    pad_to(f, &pos, W8A8_ALIGN);
+    if (fflush(f) || fsync(fileno(f)) || fclose(f)) die("writing '%s' failed: %s", g_tmp_path, strerror(errno));
+    if (rename(g_tmp_path, out)) die("cannot rename '%s' to '%s': %s", g_tmp_path, out, strerror(errno));
+    g_tmp_path[0] = 0;
+    FREE(tok); FREE(table);
+    return h.file_bytes;
+}
+
+/* =========================================================================================================
+ * Calibration: the model, unquantized, over real text, recording every linear input's per-channel maximum
+ * ======================================================================================================= */
+/* Up to max bytes of a text file, cut after its last whole line when cut, NUL-terminated. */
+static char *read_whole_text(const char *path, size_t *n, size_t max) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die("cannot read '%s': %s", path, strerror(errno));
+    char *t = xmalloc(max + 1);
+    *n = fread(t, 1, max, f);
+    int more = fgetc(f) != EOF;
+    fclose(f);
+    if (more) while (*n > 0 && t[*n - 1] != '\n') (*n)--;
+    t[*n] = 0;
+    if (memchr(t, 0, *n)) die("'%s' holds a NUL byte: not a text file", path);
+    return t;
+}
+
+static char g_calib_model[4300];   /* the temporary model calibration runs, removed on exit */
+static void remove_calib_model(void) { if (g_calib_model[0]) unlink(g_calib_model); }
+
+#define CALIB_MAGIC "W8A8CAL1"
+typedef struct { char magic[8]; uint32_t n_layers, dim, hidden_dim, q_dim, kv_dim, n_tokens; uint64_t n_floats; } calib_header;
+
+static void calib_save(const conv *cv, const float *st, int n_tokens, const char *path) {
+    const w8a8_config *c = &cv->c;
+    calib_header h = {CALIB_MAGIC, c->n_layers, c->dim, c->hidden_dim, c->n_heads * c->head_dim, c->n_kv_heads * c->head_dim,
+                      (uint32_t)n_tokens, stats_size(c)};
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) die("cannot create '%s': %s", path, strerror(errno));
+    int ok = fwrite(&h, sizeof h, 1, f) == 1 && fwrite(st, sizeof(float), h.n_floats, f) == h.n_floats;
+    if (fclose(f) || !ok || rename(tmp, path)) { unlink(tmp); die("writing '%s' failed: %s", path, strerror(errno)); }
+}
+
+static float *calib_load(const conv *cv, const char *path) {
+    const w8a8_config *c = &cv->c;
+    blob b = map_file(path);
+    calib_header h;
+    if (b.n < sizeof h) die("'%s' is not a calibration file (too short)", path);
+    memcpy(&h, b.p, sizeof h);
+    if (memcmp(h.magic, CALIB_MAGIC, 8)) die("'%s' is not a calibration file (convert --calib-save writes them)", path);
+    if (h.n_layers != c->n_layers || h.dim != c->dim || h.hidden_dim != c->hidden_dim || h.q_dim != c->n_heads * c->head_dim ||
+        h.kv_dim != c->n_kv_heads * c->head_dim || h.n_floats != stats_size(c) || b.n != sizeof h + h.n_floats * sizeof(float))
+        die("'%s' holds statistics of another model (%u layers, dim %u, hidden %u); this one has %u, %u, %u", path, h.n_layers, h.dim,
+            h.hidden_dim, c->n_layers, c->dim, c->hidden_dim);
+    float *st = xmalloc(h.n_floats * sizeof(float));
+    memcpy(st, b.p + sizeof h, h.n_floats * sizeof(float));
+    for (uint64_t i = 0; i < h.n_floats; i++)
+        if (!(st[i] >= 0 && isfinite(st[i]))) die("'%s': statistic %llu is %g, not a finite maximum", path, (unsigned long long)i, st[i]);
+    if (!g_quiet) fprintf(stderr, "calibration statistics from %s (%u tokens)\n", path, h.n_tokens);
+    return st;
+}
+
+/* Writes the model unquantized (bf16 for the GPU; f32 for the CPU reference), runs it over up to n_tokens
+ * tokens of the text in windows that each start with BOS, and returns the statistics. */
+static float *calibrate(conv *cv, const tok_build *tb, const char *out, const char *text_path, int n_tokens, int cpu_only) {
+    conv saved = *cv;
+    cv->act_static = cv->smooth = cv->kv_fp8 = cv->direct_fp8 = 0;
+    cv->stats = NULL;
+    snprintf(g_calib_model, sizeof g_calib_model, "%s.calib.%d", out, (int)getpid());
+    atexit(remove_calib_model);
+    w8a8_model *m = NULL;
+    char gpu_why[600] = "";
+    for (int cpu = cpu_only; cpu < 2 && !m; cpu++) {
+        cv->scheme = cpu ? W8A8_F32 : W8A8_BF16;
+        write_model(cv, tb, g_calib_model, "calib model");
+        w8a8_options o = w8a8_default_options();
+        o.require_gpu = !cpu;
+        o.force_cpu = cpu;
+        o.max_context = cv->c.max_context < 512 ? (int)cv->c.max_context : 512;
+        if (w8a8_open(&m, g_calib_model, &o)) {
+            if (cpu) die("calibration: %s", w8a8_error());
+            snprintf(gpu_why, sizeof gpu_why, "%s", w8a8_error());
+            m = NULL;
+        }
+    }
+    size_t n_text;
+    char *text = read_whole_text(text_path, &n_text, (size_t)n_tokens * 16 + 4096);
+    int n_ids = 0, *ids;
+    w8a8_tokenize(m, text, 0, NULL, 0, &n_ids);   /* counts */
+    ids = xmalloc(sizeof(int) * (n_ids + 1));
+    if (w8a8_tokenize(m, text, 0, ids, n_ids + 1, &n_ids)) die("calibration: %s", w8a8_error());
+    if (n_ids > n_tokens) n_ids = n_tokens;
+    FREE(text);
+    if (n_ids < 16) die("'%s' gives only %d tokens: too little text to calibrate on", text_path, n_ids);
+    if (!g_quiet)
+        fprintf(stderr, "calibrating on %d tokens of %s, %s%s%s\n", n_ids, text_path, w8a8_on_gpu(m) ? "on the GPU (bf16): " : "on the CPU reference (f32)",
+                w8a8_on_gpu(m) ? w8a8_device_name(m) : "", !w8a8_on_gpu(m) && gpu_why[0] && !cpu_only ? " (no GPU run: see -v)" : "");
+    int bos = w8a8_config_of(m)->bos_id, win = w8a8_context_of(m) - (bos >= 0), seq, *buf = xmalloc(sizeof(int) * (win + 1));
+    int n_win = (n_ids + win - 1) / win;
+    if (w8a8_calibrate(m, 1) || w8a8_seq_start(m, &seq)) die("calibration: %s", w8a8_error());
+    for (int wi = 0; wi < n_win; wi++) {
+        int k = 0, take = n_ids - wi * win < win ? n_ids - wi * win : win;
+        if (bos >= 0) buf[k++] = bos;
+        memcpy(buf + k, ids + (size_t)wi * win, sizeof(int) * take);
+        if (w8a8_seq_reset(m, seq) || w8a8_feed(m, seq, buf, k + take)) die("calibration: %s", w8a8_error());
+        progress("calibrating", wi + 1, n_win);
+    }
+    size_t ns = w8a8_calib_size(m);
+    if (ns != stats_size(&cv->c)) die("internal error: %zu calibration statistics, expected %zu", ns, stats_size(&cv->c));
+    float *st = xmalloc(ns * sizeof(float));
+    if (w8a8_calib_stats(m, st, ns)) die("calibration: %s", w8a8_error());
+    w8a8_close(m);
+    remove_calib_model();
+    g_calib_model[0] = 0;
+    FREE(ids); FREE(buf);
+    conv keep = *cv;
+    *cv = saved;
+    cv->p = keep.p; cv->np = keep.np;   /* the plan array was reallocated */
+    for (int i = 0; i < 4; i++) cv->sm[i] = keep.sm[i];
+    (void)n_text;
+    return st;
+}
+
 int main(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *tokpath = NULL, *scheme = "fp8";
-    int vocab_only = 0, synthetic = 0;
+    const char *in = NULL, *out = NULL, *tokpath = NULL, *scheme = "fp8", *act = NULL, *kv = "bf16";
+    const char *calib_text = NULL, *calib_save_path = NULL, *calib_load_path = NULL, *alpha_s = NULL;
+    int vocab_only = 0, synthetic = 0, smooth = -1, calib_tokens = 4096, calib_cpu = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--scheme") && i + 1 < argc) scheme = argv[++i];
+        else if (!strcmp(argv[i], "--act") && i + 1 < argc) act = argv[++i];
+        else if (!strcmp(argv[i], "--kv") && i + 1 < argc) kv = argv[++i];
+        else if (!strcmp(argv[i], "--smooth")) smooth = 1;
+        else if (!strcmp(argv[i], "--no-smooth")) smooth = 0;
+        else if (!strcmp(argv[i], "--alpha") && i + 1 < argc) alpha_s = argv[++i];
+        else if (!strcmp(argv[i], "--calib") && i + 1 < argc) calib_text = argv[++i];
+        else if (!strcmp(argv[i], "--calib-tokens") && i + 1 < argc) {
+            char *e;
+            long v = strtol(argv[++i], &e, 10);
+            if (*e || v < 16 || v > 100000000) die("--calib-tokens: '%s' is not a count of at least 16", argv[i]);
+            calib_tokens = (int)v;
+        }
+        else if (!strcmp(argv[i], "--calib-save") && i + 1 < argc) calib_save_path = argv[++i];
+        else if (!strcmp(argv[i], "--calib-load") && i + 1 < argc) calib_load_path = argv[++i];
+        else if (!strcmp(argv[i], "--calib-cpu")) calib_cpu = 1;
         else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokpath = argv[++i];
         else if (!strcmp(argv[i], "--quiet")) g_quiet = 1;
         else if (!strcmp(argv[i], "--vocab-only")) vocab_only = 1;
@@ -1258,11 +1717,32 @@ int main(int argc, char **argv) {
     if (!in || !out) usage();
     conv cv;
     memset(&cv, 0, sizeof cv);
+    int named_static = 0;   /* fp8-static and int8-sq: static scales and smoothing unless told otherwise */
     if (!strcmp(scheme, "f32")) cv.scheme = W8A8_F32;
     else if (!strcmp(scheme, "bf16")) cv.scheme = W8A8_BF16;
     else if (!strcmp(scheme, "fp8")) cv.scheme = W8A8_FP8;
     else if (!strcmp(scheme, "int8")) cv.scheme = W8A8_INT8;
-    else die("unknown scheme '%s' (f32, bf16, fp8, int8)", scheme);
+    else if (!strcmp(scheme, "fp8-static")) { cv.scheme = W8A8_FP8; named_static = 1; }
+    else if (!strcmp(scheme, "int8-sq")) { cv.scheme = W8A8_INT8; named_static = 1; }
+    else die("unknown scheme '%s' (f32, bf16, fp8, int8, fp8-static, int8-sq)", scheme);
+    int quantized = cv.scheme == W8A8_FP8 || cv.scheme == W8A8_INT8;
+    if (act && strcmp(act, "static") && strcmp(act, "dynamic")) die("--act: '%s' is not static or dynamic", act);
+    cv.act_static = act ? !strcmp(act, "static") : named_static;
+    if (cv.act_static && !quantized) die("--act static needs a quantized scheme (fp8, int8, fp8-static, int8-sq); %s has no activation scales", scheme);
+    cv.smooth = smooth >= 0 ? smooth : named_static;
+    cv.alpha = 0.5f;
+    if (alpha_s) {
+        char *e;
+        double a = strtod(alpha_s, &e);
+        if (*e || !(a >= 0 && a <= 1)) die("--alpha: '%s' is not a number in 0..1", alpha_s);
+        cv.alpha = (float)a;
+        if (!cv.smooth) die("--alpha sets SmoothQuant's strength: add --smooth (or use fp8-static / int8-sq)");
+    }
+    if (strcmp(kv, "bf16") && strcmp(kv, "fp8")) die("--kv: '%s' is not bf16 or fp8", kv);
+    cv.kv_fp8 = !strcmp(kv, "fp8");
+    if (calib_text && calib_load_path) die("--calib and --calib-load both give statistics: choose one");
+    if (calib_save_path && !calib_text) die("--calib-save saves what --calib computes: add --calib FILE");
+    if (calib_text && !file_exists(calib_text)) die("cannot read the calibration text '%s': %s", calib_text, strerror(errno));
 
     struct stat st;
     if (stat(in, &st)) die("cannot read '%s': %s", in, strerror(errno));
@@ -1308,63 +1788,39 @@ int main(int argc, char **argv) {
     cv.c.scheme = cv.scheme;
     cv.src.c = cv.c;
 
-    make_plan(&cv);
-    /* layout: header, tokenizer, table, data */
-    uint64_t tok_n;
-    unsigned char *tok = build_tokenizer_section(&tb, &tok_n);
-    w8a8_header h;
-    memset(&h, 0, sizeof h);
-    memcpy(h.magic, W8A8_MAGIC, 8);
-    h.version = W8A8_VERSION;
-    h.header_bytes = sizeof h;
-    h.config = cv.c;
-    h.tokenizer_offset = sizeof h;
-    h.tokenizer_bytes = tok_n;
-    h.table_offset = (h.tokenizer_offset + tok_n + 7) & ~7ull;
-    h.n_tensors = cv.np;
-    uint64_t at = h.table_offset + (uint64_t)cv.np * sizeof(w8a8_tensor_entry);
-    at = (at + W8A8_ALIGN - 1) / W8A8_ALIGN * W8A8_ALIGN;
-    h.data_offset = at;
-    for (int i = 0; i < cv.np; i++) {
-        cv.p[i].e.offset = at;
-        at += cv.p[i].e.bytes;
-        at = (at + W8A8_ALIGN - 1) / W8A8_ALIGN * W8A8_ALIGN;
+    /* a pre-quantized FP8 checkpoint: copied as it is into fp8, read as code * scale for anything else */
+    const st_tensor *q0 = cv.src.kind == SRC_ST ? st_find(&cv.src, "model.layers.0.self_attn.q_proj.weight") : NULL;
+    int fp8_source = q0 && q0->dtype == ST_F8;
+    int have_stats = calib_text || calib_load_path;
+    if (fp8_source && cv.scheme == W8A8_FP8 && !cv.smooth) {
+        cv.direct_fp8 = 1;
+        /* the checkpoint's static input scales are used when it has them, unless told otherwise */
+        if (!act && !have_stats) {
+            char nm[200];
+            snprintf(nm, sizeof nm, "model.layers.0.self_attn.q_proj.input_scale");
+            cv.act_static = st_find(&cv.src, nm) != NULL;
+        }
+        if (!g_quiet)
+            fprintf(stderr, "pre-quantized FP8 checkpoint: codes and scales copied as they are (%s activation scales)\n",
+                    cv.act_static ? have_stats ? "static, calibrated" : "static, the checkpoint's" : "dynamic");
+    } else if (fp8_source && !g_quiet)
+        fprintf(stderr, "pre-quantized FP8 checkpoint: weights read as code * scale (requantized for %s%s)\n", scheme, cv.smooth ? ", smoothed" : "");
+    const char *needs = cv.smooth ? "smoothing (--smooth, fp8-static, int8-sq)" : cv.kv_fp8 ? "--kv fp8" : cv.act_static && !cv.direct_fp8 ? "static activation scales" : NULL;
+    if (needs && !have_stats) die("%s needs calibration statistics: add --calib TEXT (or --calib-load FILE)", needs);
+    if (have_stats && !needs && !(cv.direct_fp8 && cv.act_static) && !calib_save_path)
+        die("--calib is not needed for %s with dynamic scales and no smoothing (it would be ignored)", scheme);
+    float *stats = NULL;
+    if (calib_load_path) stats = calib_load(&cv, calib_load_path);
+    else if (calib_text) {
+        stats = calibrate(&cv, &tb, out, calib_text, calib_tokens, calib_cpu);
+        if (calib_save_path) calib_save(&cv, stats, calib_tokens, calib_save_path);
     }
-    h.data_bytes = at - h.data_offset;
-    h.file_bytes = at;
-    w8a8_tensor_entry *table = xcalloc(cv.np, sizeof *table);
-    for (int i = 0; i < cv.np; i++) table[i] = cv.p[i].e;
-    uint64_t sum = w8a8_fnv1a(0xcbf29ce484222325ull, &h, sizeof h);
-    sum = w8a8_fnv1a(sum, tok, tok_n);
-    h.checksum = w8a8_fnv1a(sum, table, sizeof(*table) * cv.np);
-
-    snprintf(g_tmp_path, sizeof g_tmp_path, "%s.tmp.%d", out, (int)getpid());
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGHUP, on_signal);
-    FILE *f = fopen(g_tmp_path, "wb");
-    if (!f) { g_tmp_path[0] = 0; die("cannot create '%s': %s", out, strerror(errno)); }
-    uint64_t pos = 0;
-    xwrite(f, &h, sizeof h); pos += sizeof h;
-    xwrite(f, tok, tok_n); pos += tok_n;
-    pad_to(f, &pos, 8);
-    xwrite(f, table, sizeof(*table) * cv.np); pos += sizeof(*table) * cv.np;
-    for (int i = 0; i < cv.np; i++) {
-        pad_to(f, &pos, W8A8_ALIGN);
-        if (pos != cv.p[i].e.offset) die("internal error: tensor '%s' at %llu, planned %llu", cv.p[i].e.name, (unsigned long long)pos, (unsigned long long)cv.p[i].e.offset);
-        void *data = produce(&cv, &cv.p[i]);
-        xwrite(f, data, cv.p[i].e.bytes);
-        pos += cv.p[i].e.bytes;
-        FREE(data);
-        progress("converting", i + 1, cv.np);
-    }
-    pad_to(f, &pos, W8A8_ALIGN);
-    if (fflush(f) || fsync(fileno(f)) || fclose(f)) die("writing '%s' failed: %s", g_tmp_path, strerror(errno));
-    if (rename(g_tmp_path, out)) die("cannot rename '%s' to '%s': %s", g_tmp_path, out, strerror(errno));
-    g_tmp_path[0] = 0;
+    cv.stats = stats;
+    uint64_t file_bytes = write_model(&cv, &tb, out, "converting");
     if (!g_quiet) {
-        fprintf(stderr, "wrote %s: %s, %u layers, dim %u, vocab %u, %.1f MiB\n", out, scheme, cv.c.n_layers, cv.c.dim,
-                cv.c.vocab_size, h.file_bytes / 1048576.0);
+        fprintf(stderr, "wrote %s: %s (%s activation scales%s%s), %u layers, dim %u, vocab %u, %.1f MiB\n", out, scheme,
+                cv.act_static ? "static" : "dynamic", cv.smooth ? ", SmoothQuant" : "", cv.kv_fp8 ? ", fp8 KV cache" : "",
+                cv.c.n_layers, cv.c.dim, cv.c.vocab_size, file_bytes / 1048576.0);
         fprintf(stderr, "quantization error (relative RMS, ||w - dequant(q(w))|| / ||w||):\n");
         for (int k = 0; k < K_N; k++)
             if (cv.err[k].ref2 > 0) fprintf(stderr, "  %-11s %.3e\n", kind_names[k], sqrt(cv.err[k].err2 / cv.err[k].ref2));
