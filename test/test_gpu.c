@@ -329,13 +329,15 @@ static void test_gpu_kernels(void) {
 /* the whole model: GPU against the CPU reference on the same file */
 static void test_gpu_e2e(void) {
     if (!have_gpu()) { skip("GPU end to end", gpu_skip_why); return; }
-    const char *names[] = {"stories260K", "tinystories-656k"}, *schemes[] = {"bf16", "fp8", "int8"};
-    const double bound[] = {1e-2, 2e-2, 1e-2};
+    const char *names[] = {"stories260K", "tinystories-656k"};
+    const char *schemes[] = {"bf16", "fp8", "int8", "fp8-static", "fp8-smooth", "int8-sq", "int8-sq-dynamic", "fp8-kvfp8", "bf16-kvfp8", "int8-sq-kvfp8"};
+    const double bound[] = {1e-2, 2e-2, 1e-2, 2e-2, 2e-2, 1e-2, 1e-2, 2e-2, 1e-2, 1e-2};
+    const int n_schemes = sizeof schemes / sizeof *schemes;
     size_t len;
     char *text = slurp(path("%s/corpus/tinystories-dev.txt", SH), &len);
     if (len > 32768) text[32768] = 0;
     for (int k = 0; k < 2; k++)
-        for (int s = 0; s < 3; s++) {
+        for (int s = 0; s < n_schemes; s++) {
             const char *p = model(names[k], schemes[s]);
             w8a8_model *c = open_cpu(p, 1), *gm = open_gpu(p, 1);
             if (!gm) { skip(path("GPU end to end %s %s", names[k], schemes[s]), gpu_skip_why); w8a8_close(c); continue; }
@@ -378,6 +380,41 @@ static void test_gpu_e2e(void) {
             w8a8_close(c); w8a8_close(gm);
         }
     free(text);
+}
+
+/* Calibration on the GPU (bf16 model) == on the CPU reference of the same bf16 model, and convert --calib
+ * uses the GPU where there is one. */
+static void test_gpu_calib(void) {
+    if (!have_gpu()) { skip("GPU calibration", gpu_skip_why); return; }
+    const char *p = model("tinystories-656k", "bf16");
+    w8a8_model *c = open_cpu(p, 1), *gm = open_gpu(p, 1);
+    if (!c || !gm) { result(0, "GPU calibration", "open failed: %s", w8a8_error()); w8a8_close(c); w8a8_close(gm); return; }
+    size_t len, ns = w8a8_calib_size(c);
+    char *text = slurp(path("%s/corpus/tinystories-holdout.txt", SH), &len);
+    if (len > 4000) text[4000] = 0;
+    int *ids = malloc(sizeof(int) * 8000), n, sc, sg;
+    w8a8_tokenize(c, text, 1, ids, 8000, &n);
+    if (n > 256) n = 256;
+    float *a = malloc(sizeof(float) * ns), *b = malloc(sizeof(float) * ns);
+    int ok = !w8a8_calibrate(c, 1) && !w8a8_calibrate(gm, 1) && !w8a8_seq_start(c, &sc) && !w8a8_seq_start(gm, &sg) &&
+             !w8a8_feed(c, sc, ids, n) && !w8a8_feed(gm, sg, ids, n) && !w8a8_calib_stats(c, a, ns) && !w8a8_calib_stats(gm, b, ns);
+    double worst = 0;
+    for (size_t i = 0; ok && i < ns; i++) worst = fmax(worst, fabs(a[i] - b[i]) / fmax(a[i], 1e-3));
+    /* the GPU records each input as it quantizes it (bf16), the CPU before: up to half a bf16 step apart */
+    result(ok && worst <= 4e-3, "GPU calibration statistics == CPU reference (bf16 model)", "%d tokens, %zu maxima, max relative diff %.1e (bound 4e-3: bf16 rounding)", n, ns, worst);
+    free(a); free(b); free(ids); free(text);
+    w8a8_close(c); w8a8_close(gm);
+    char *out = path("%s/gpu-calib.w8a8", OUT);
+    int rc = sh("./convert %s/models/tinystories-656k -o %s --scheme int8-sq --calib %s/corpus/tinystories-holdout.txt --calib-tokens 1024 2> %s/gpu-calib.log",
+                SH, out, SH, OUT);
+    size_t ln;
+    char *log = slurp(path("%s/gpu-calib.log", OUT), &ln);
+    w8a8_model *m = rc ? NULL : open_gpu(out, 1);
+    char *line = log ? strstr(log, "calibrating on") : NULL;
+    if (line && strchr(line, '\n')) *strchr(line, '\n') = 0;
+    result(m && line && strstr(line, "on the GPU"), "convert --calib runs on the GPU where there is one", "%s", line ? line : "no log");
+    free(log);
+    w8a8_close(m);
 }
 
 /* 8 sequences of different lengths in one batch give what each gives alone */

@@ -867,7 +867,7 @@ static int make_fp8_checkpoint(const char *dir, int nan_code, int blockwise) {
 }
 
 static void test_fp8_checkpoint(void) {
-    char dird[512], tok[512], a[512], b[512], dyn[512];
+    char dird[1100], tok[1100], a[1100], b[1100], dyn[1100];
     snprintf(dird, sizeof dird, "%s/fp8ckpt", OUT);
     snprintf(tok, sizeof tok, "%s/models/stories260K/tok512.bin", SH);
     if (make_fp8_checkpoint(dird, 0, 0)) { result(0, "FP8 checkpoint", "could not write the test checkpoint"); return; }
@@ -1369,7 +1369,7 @@ int main(int argc, char **argv) {
         {"656k", test_656k_coherent}, {"tokenizers", test_tokenizers}, {"quant", test_quantized_forward},
         {"ppl", test_perplexity}, {"bad", test_bad_files}, {"batch", test_batch}, {"sampling", test_sampling},
         {"misuse", test_api_misuse}, {"cli", test_cli}, {"example", test_example}, {"nvrtc", test_nvrtc}, {"faults", test_faults}, {"nvrtc-missing", test_nvrtc_missing},
-        {"calib", test_calibration}, {"fp8ckpt", test_fp8_checkpoint}, {"gguf", test_gguf}, {"gpu", test_gpu_kernels}, {"gpu-e2e", test_gpu_e2e}, {"gpu-batch", test_gpu_batch}, {"gpu-cache", test_gpu_cache}, {"gpu-faults", test_gpu_faults},
+        {"calib", test_calibration}, {"fp8ckpt", test_fp8_checkpoint}, {"gguf", test_gguf}, {"gpu", test_gpu_kernels}, {"gpu-e2e", test_gpu_e2e}, {"gpu-batch", test_gpu_batch}, {"gpu-cache", test_gpu_cache}, {"gpu-faults", test_gpu_faults}, {"gpu-calib", test_gpu_calib},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
         int chosen = argc < 2 && strcmp(tests[i].name, "nvrtc-missing");   /* that one only when asked */
