@@ -15,6 +15,10 @@ run: tools/run.c w8a8.o w8a8.h
 convert: tools/convert.c tools/json.h w8a8.o w8a8.h
 	$(CC) $(CFLAGS) tools/convert.c w8a8.o -o $@ $(LDLIBS)
 
+# the benchmark (on a GPU machine): ./bench writes synthetic Llama-3.1-8B models and times everything
+bench: tools/bench.c w8a8.c w8a8.h kernels.cu.inc tools/json.h convert
+	$(CC) $(CFLAGS) tools/bench.c -o $@ $(LDLIBS)
+
 test/test_main: test/test_main.c test/test_gpu.c w8a8.c w8a8.h kernels.cu.inc tools/json.h
 	$(CC) $(CFLAGS) test/test_main.c -o $@ $(LDLIBS)
 
@@ -40,8 +44,8 @@ $(SMOLLM2):
 
 # warning-free under both compilers
 warnings:
-	$(CC) -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c
-	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c tools/bench.c
+	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c tools/bench.c
 	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only fuzz/fuzz_model.c fuzz/fuzz_tokenizer.c fuzz/fuzz_json.c
 	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only -DW8A8_FUZZ fuzz/fuzz_convert.c
 
@@ -67,7 +71,7 @@ valgrind: all
 	  ./run test/out/tinystories-656k.int8.w8a8 -n 30 -t 0 -p 0.5 "Tom and" > /dev/null   # the GPU-or-fallback path
 
 clean:
-	rm -f run convert w8a8.o test/test_main test/test_main_asan
+	rm -f run convert bench w8a8.o test/test_main test/test_main_asan
 	rm -rf test/out
 
 .PHONY: all test clean deps warnings models quality fuzz test-asan valgrind

@@ -1480,6 +1480,10 @@ typedef struct CUmod_st *CUmodule;
 typedef struct CUfunc_st *CUfunction;
 typedef struct CUstream_st *CUstream;
 typedef unsigned long long CUdeviceptr;
+typedef struct CUgraph_st *CUgraph;
+typedef struct CUevent_st *CUevent;
+typedef struct CUgraphExec_st *CUgraphExec;
+enum { CU_STREAM_CAPTURE_MODE_RELAXED = 2 };
 enum { CU_ATTR_MULTIPROCESSOR_COUNT = 16, CU_ATTR_CC_MAJOR = 75, CU_ATTR_CC_MINOR = 76 };
 static struct {
     void *lib;
@@ -1509,6 +1513,19 @@ static struct {
     CUresult (*StreamDestroy)(CUstream);
     CUresult (*StreamSynchronize)(CUstream);
     CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream, void **, void **);
+    /* CUDA graphs (optional: without them every launch is made one by one) */
+    CUresult (*StreamBeginCapture)(CUstream, int);
+    CUresult (*StreamEndCapture)(CUstream, CUgraph *);
+    CUresult (*GraphInstantiateWithFlags)(CUgraphExec *, CUgraph, unsigned long long);
+    CUresult (*GraphLaunch)(CUgraphExec, CUstream);
+    CUresult (*GraphExecDestroy)(CUgraphExec);
+    CUresult (*GraphDestroy)(CUgraph);
+    /* events (optional: tools/bench times kernels with them) */
+    CUresult (*EventCreate)(CUevent *, unsigned);
+    CUresult (*EventRecord)(CUevent, CUstream);
+    CUresult (*EventSynchronize)(CUevent);
+    CUresult (*EventElapsedTime)(float *, CUevent, CUevent);
+    CUresult (*EventDestroy)(CUevent);
 } cu;
 
 static const char *cu_str(CUresult r) {
@@ -1547,6 +1564,15 @@ static int cuda_load(void) {
             cu.init_rc = 1;
             return fail(W8A8_ERR_GPU, "%s", why);
         }
+    struct { void **fn; const char *name; } opt[] = {
+        {(void **)&cu.StreamBeginCapture, "cuStreamBeginCapture_v2"}, {(void **)&cu.StreamEndCapture, "cuStreamEndCapture"},
+        {(void **)&cu.GraphInstantiateWithFlags, "cuGraphInstantiateWithFlags"}, {(void **)&cu.GraphLaunch, "cuGraphLaunch"},
+        {(void **)&cu.GraphExecDestroy, "cuGraphExecDestroy"}, {(void **)&cu.GraphDestroy, "cuGraphDestroy"},
+        {(void **)&cu.EventCreate, "cuEventCreate"}, {(void **)&cu.EventRecord, "cuEventRecord"},
+        {(void **)&cu.EventSynchronize, "cuEventSynchronize"}, {(void **)&cu.EventElapsedTime, "cuEventElapsedTime"},
+        {(void **)&cu.EventDestroy, "cuEventDestroy_v2"},
+    };
+    for (size_t i = 0; i < sizeof opt / sizeof *opt; i++) *opt[i].fn = dlsym(h, opt[i].name);
     CUresult r = cu.Init(0);
     int n = 0;
     if (!r) r = cu.DeviceGetCount(&n);
@@ -1576,12 +1602,14 @@ static void mkdirs(const char *path) {
 }
 
 /* --- the GPU state --- */
+#define MAX_GRAPHS 32
+typedef struct { int n; CUgraphExec exec; } gpu_graph;
 typedef struct { CUdeviceptr w, scale, bias; float in_scale; int N, K, Kp; } glinear;
 typedef struct { CUdeviceptr attn_norm, ffn_norm, q_norm, k_norm; glinear qkv, o, w13, w2; } glayer;
-enum { F_EMBED, F_RMSNORM, F_QUANT, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_ROPE, F_ATTN, F_ATTN_COMBINE, F_ARGMAX, F_NLL,
-       F_ABSMAX, F_COUNT };
+enum { F_EMBED, F_RMSNORM, F_QUANT, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_GEMV_BF16, F_GEMV_E4M3, F_GEMV_S8, F_ROPE, F_ATTN,
+       F_ATTN_COMBINE, F_ARGMAX, F_NLL, F_ABSMAX, F_COUNT };
 static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "quantize_rows", "silu_mul_quant", "gemm_bf16", "gemm_e4m3",
-                                            "gemm_s8", "rope_kv", "attention", "attention_combine", "argmax_rows", "row_nll",
+                                            "gemm_s8", "gemv_bf16", "gemv_e4m3", "gemv_s8", "rope_kv", "attention", "attention_combine", "argmax_rows", "row_nll",
                                             "col_absmax"};
 
 struct gpu_state {
@@ -1592,16 +1620,22 @@ struct gpu_state {
     CUfunction f[F_COUNT];
     char name[256];
     int cc, sms, act_mode, gemm_fn, Dp, Kmax, kv_es /* bytes a cached key */;
+    int no_gemv;                  /* 1: every GEMM through the mma tiles ($W8A8_NO_GEMV, for comparison) */
+    int use_graphs;               /* decode steps replay CUDA graphs (0 with $W8A8_NO_GRAPH=1 or an old driver) */
+    gpu_graph graphs[MAX_GRAPHS]; /* one per batch size seen */
+    int n_graphs;
     glayer *layers;
     CUdeviceptr embd, out_norm, rope_cos, rope_sin, k_cache, v_cache;
     glinear head;
     int rows_cap;
     CUdeviceptr x, act, act_s, qkv, att, h13, xn, tok, seq, pos, rows, logits, seq_logits, part_o, part_ml, argmax;
     CUdeviceptr calib;            /* calibration statistics, while w8a8_calibrate is on */
+    CUdeviceptr sample_rows;      /* w8a8_sample_greedy's sequence ids */
     CUdeviceptr *allocs;
     int n_allocs;
     size_t bytes;                 /* all device memory this model holds */
     char info[2048];              /* how the kernels were obtained */
+    double t_kernels, t_weights;  /* seconds to get the kernels (compile or cache) and to upload the weights */
 };
 
 static const char *gpu_name(const gpu_state *g) { return g->name; }
@@ -1633,6 +1667,7 @@ static int gpu_upload(gpu_state *g, CUdeviceptr *p, const void *src, size_t n, c
 static void gpu_free(gpu_state *g) {
     if (!g) return;
     if (g->ctx) cu.CtxSetCurrent(g->ctx);
+    for (int i = 0; i < g->n_graphs; i++) cu.GraphExecDestroy(g->graphs[i].exec);
     for (int i = 0; i < g->n_allocs; i++) cu.MemFree(g->allocs[i]);
     if (g->mod) cu.ModuleUnload(g->mod);
     if (g->stream) cu.StreamDestroy(g->stream);
@@ -1711,6 +1746,8 @@ static int load_kernels(gpu_state *g, const char *target) {
     return W8A8_OK;
 }
 
+static double seconds(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
+
 static int gpu_open(w8a8_model *m) {
     const w8a8_config *c = &m->cfg;
     int rc;
@@ -1745,10 +1782,16 @@ static int gpu_open(w8a8_model *m) {
     if (c->kv_dtype == W8A8_KV_FP8 && g->cc < 89)
         return fail(W8A8_ERR_GPU, "%s (sm_%d) has no FP8 conversions (sm_89 and later do): convert without --kv fp8", g->name, g->cc);
     if ((r = cu.StreamCreate(&g->stream, 0))) return fail(W8A8_ERR_GPU, "cuStreamCreate: %s", cu_str(r));
+    double t0 = seconds();
     if ((rc = load_kernels(g, target))) return rc;
+    g->t_kernels = seconds() - t0;
+    t0 = seconds();
     for (int i = 0; i < F_COUNT; i++)
         if ((r = cu.ModuleGetFunction(&g->f[i], g->mod, kernel_names[i]))) return fail(W8A8_ERR_GPU, "kernel %s: %s", kernel_names[i], cu_str(r));
     g->act_mode = c->scheme == W8A8_BF16 ? 0 : c->scheme == W8A8_FP8 ? 1 : 2;
+    g->no_gemv = getenv("W8A8_NO_GEMV") && getenv("W8A8_NO_GEMV")[0] == '1';
+    g->use_graphs = cu.StreamBeginCapture && cu.StreamEndCapture && cu.GraphInstantiateWithFlags && cu.GraphLaunch && cu.GraphExecDestroy &&
+                    cu.GraphDestroy && !(getenv("W8A8_NO_GRAPH") && getenv("W8A8_NO_GRAPH")[0] == '1');
     g->gemm_fn = c->scheme == W8A8_BF16 ? F_GEMM_BF16 : c->scheme == W8A8_FP8 ? F_GEMM_E4M3 : F_GEMM_S8;
 
     /* weights, uploaded once from the mapping */
@@ -1774,6 +1817,7 @@ static int gpu_open(w8a8_model *m) {
             return rc;
     }
     size_t weights = g->bytes, half = c->head_dim / 2;
+    g->t_weights = seconds() - t0;
     if ((rc = gpu_upload(g, &g->rope_cos, m->rope_cos, sizeof(float) * m->max_ctx * half, "the RoPE tables")) ||
         (rc = gpu_upload(g, &g->rope_sin, m->rope_sin, sizeof(float) * m->max_ctx * half, "the RoPE tables")))
         return rc;
@@ -1793,6 +1837,7 @@ static int gpu_open(w8a8_model *m) {
         (rc = ACT(xn, (size_t)R * g->Dp * 2)) || (rc = ACT(tok, sizeof(int) * R)) || (rc = ACT(seq, sizeof(int) * R)) ||
         (rc = ACT(pos, sizeof(int) * R)) || (rc = ACT(rows, sizeof(int) * R)) || (rc = ACT(logits, sizeof(float) * R * (size_t)V)) ||
         (rc = ACT(seq_logits, sizeof(float) * m->max_batch * (size_t)V)) || (rc = ACT(argmax, sizeof(int) * m->max_batch)) ||
+        (rc = ACT(sample_rows, sizeof(int) * m->max_batch)) ||
         (rc = ACT(part_o, sizeof(float) * (size_t)R * c->n_heads * splits * c->head_dim)) ||
         (rc = ACT(part_ml, sizeof(float) * 2 * (size_t)R * c->n_heads * splits)))
         return rc;
@@ -1808,11 +1853,15 @@ static int launch(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned gz, un
     return r ? fail(W8A8_ERR_GPU, "launching %s: %s", kernel_names[f], cu_str(r)) : W8A8_OK;
 }
 
-/* y = linear(act) with the epilogue: out_mode 0 bf16 store, 1 add into fp32, 2 fp32 store */
+/* y = linear(act) with the epilogue: out_mode 0 bf16 store, 1 add into fp32, 2 fp32 store. Up to GEMV_MAX_M
+ * rows (decode) stream the weights with the gemv kernels; more go through the mma tiles. */
+#define GEMV_MAX_M 4
+#define GEMV_WARPS 8
 static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const glinear *l, int M, int out_mode, CUdeviceptr out, int ldo) {
     int es = fn == F_GEMM_BF16 ? 2 : 1, Kb = l->Kp * es;
     CUdeviceptr w = l->w, ws = l->scale, bias = l->bias, asp = l->scale ? as : 0;
     void *args[] = {&a, &w, &M, (void *)&l->N, &Kb, &asp, &ws, &bias, &out_mode, &out, &ldo};
+    if (M <= GEMV_MAX_M && !g->no_gemv) return launch(g, fn - F_GEMM_BF16 + F_GEMV_BF16, (l->N + GEMV_WARPS - 1) / GEMV_WARPS, 1, 1, 32 * GEMV_WARPS, args);
     return launch(g, fn, (l->N + 63) / 64, (M + 63) / 64, 1, 128, args);
 }
 
@@ -1823,20 +1872,15 @@ static int calib_gpu(gpu_state *g, size_t off, CUdeviceptr src, int cols, int ld
     return launch(g, F_ABSMAX, n, 1, 1, 256, args);
 }
 
-static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, const int *pos, const unsigned char *want) {
+/* The kernels of one forward pass over n rows (their tokens, sequences and positions already on the GPU),
+ * attention split in `splits` chunks, logits for the n_out rows listed in g->rows. */
+static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
     gpu_state *g = m->gpu;
     const w8a8_config *c = &m->cfg;
     int D = c->dim, H = c->hidden_dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, ctx = m->max_ctx;
-    int qd = nh * hd, kvd = nkv * hd, mode = g->act_mode, rc = 0, maxpos = 0, n_out = 0, rows[4096];
+    int qd = nh * hd, kvd = nkv * hd, mode = g->act_mode, rc = 0;
     float eps = c->norm_eps, no_scale = 0.0f;
     CUdeviceptr null = 0;
-    for (int i = 0; i < n; i++) { if (pos[i] > maxpos) maxpos = pos[i]; if (want[i]) rows[n_out++] = i; }
-    int splits = maxpos / ATT_CHUNK + 1;
-    cu.CtxSetCurrent(g->ctx);
-    CUresult r;
-    if ((r = cu.MemcpyHtoDAsync(g->tok, tok, sizeof(int) * n, g->stream)) || (r = cu.MemcpyHtoDAsync(g->seq, seq, sizeof(int) * n, g->stream)) ||
-        (r = cu.MemcpyHtoDAsync(g->pos, pos, sizeof(int) * n, g->stream)) || (r = cu.MemcpyHtoDAsync(g->rows, rows, sizeof(int) * n_out, g->stream)))
-        return fail(W8A8_ERR_GPU, "copying a batch to the GPU: %s", cu_str(r));
     void *a_embed[] = {&g->tok, &g->embd, &D, &g->Dp, &g->x};
     if ((rc = launch(g, F_EMBED, n, 1, 1, 256, a_embed))) return rc;
     size_t layer_kv = (size_t)m->max_batch * ctx * kvd * g->kv_es;
@@ -1879,6 +1923,44 @@ static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
     void *a_fn[] = {&g->x, &g->rows, &g->out_norm, &eps, &D, &g->Dp, &bf, &no_scale, &g->xn, &null};
     if ((rc = launch(g, F_RMSNORM, n_out, 1, 1, 256, a_fn))) return rc;
     return gpu_gemm(g, F_GEMM_BF16, g->xn, 0, &g->head, n_out, 2, g->logits, V);
+}
+
+/* A decode step (every row wants its logits) is the same launches each time but for the positions, so it is
+ * captured once per batch size as a CUDA graph and replayed: one launch instead of ~11 a layer. Its attention
+ * covers every chunk of the context (the chunks past a row's position return at once and are skipped when
+ * combining, so the result is the same bits as without the graph). */
+static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, const int *pos, const unsigned char *want) {
+    gpu_state *g = m->gpu;
+    int maxpos = 0, n_out = 0, rows[4096], rc;
+    for (int i = 0; i < n; i++) { if (pos[i] > maxpos) maxpos = pos[i]; if (want[i]) rows[n_out++] = i; }
+    cu.CtxSetCurrent(g->ctx);
+    CUresult r;
+    if ((r = cu.MemcpyHtoDAsync(g->tok, tok, sizeof(int) * n, g->stream)) || (r = cu.MemcpyHtoDAsync(g->seq, seq, sizeof(int) * n, g->stream)) ||
+        (r = cu.MemcpyHtoDAsync(g->pos, pos, sizeof(int) * n, g->stream)) || (r = cu.MemcpyHtoDAsync(g->rows, rows, sizeof(int) * n_out, g->stream)))
+        return fail(W8A8_ERR_GPU, "copying a batch to the GPU: %s", cu_str(r));
+    int all_splits = (m->max_ctx + ATT_CHUNK - 1) / ATT_CHUNK;
+    if (!g->use_graphs || n_out != n || m->calib) return gpu_launch_forward(m, n, n_out, maxpos / ATT_CHUNK + 1);
+    gpu_graph *gr = NULL;
+    for (int i = 0; i < g->n_graphs && !gr; i++) if (g->graphs[i].n == n) gr = &g->graphs[i];
+    if (!gr) {
+        if (g->n_graphs == MAX_GRAPHS) return gpu_launch_forward(m, n, n_out, maxpos / ATT_CHUNK + 1);
+        CUgraph graph = NULL;
+        CUgraphExec exec = NULL;
+        if ((r = cu.StreamBeginCapture(g->stream, CU_STREAM_CAPTURE_MODE_RELAXED)))
+            return fail(W8A8_ERR_GPU, "starting a CUDA graph capture: %s", cu_str(r));
+        rc = gpu_launch_forward(m, n, n_out, all_splits);
+        r = cu.StreamEndCapture(g->stream, &graph);
+        if (rc || r || (r = cu.GraphInstantiateWithFlags(&exec, graph, 0))) {
+            if (graph) cu.GraphDestroy(graph);
+            return rc ? rc : fail(W8A8_ERR_GPU, "capturing the decode step as a CUDA graph: %s (W8A8_NO_GRAPH=1 turns graphs off)", cu_str(r));
+        }
+        cu.GraphDestroy(graph);
+        gr = &g->graphs[g->n_graphs++];
+        gr->n = n;
+        gr->exec = exec;
+    }
+    if ((r = cu.GraphLaunch(gr->exec, g->stream))) return fail(W8A8_ERR_GPU, "launching the decode step's CUDA graph: %s", cu_str(r));
+    return W8A8_OK;
 }
 
 /* Waits for the GPU; a failed kernel shows up here. */
@@ -2251,9 +2333,9 @@ int w8a8_sample(w8a8_model *m, int seq, w8a8_sampler *s, int *token) {
     if (rc) return rc;
     if (s && token && s->temperature == 0.0f && m->logits_ready[seq] == 2) {   /* greedy on the GPU: 4 bytes back */
         gpu_state *g = m->gpu;
-        CUdeviceptr row = g->seq_logits + sizeof(float) * m->cfg.vocab_size * seq, out = g->argmax;
+        CUdeviceptr row = g->seq_logits + sizeof(float) * m->cfg.vocab_size * seq, out = g->argmax, none = 0;
         int V = m->cfg.vocab_size;
-        void *args[] = {&row, &V, &out};
+        void *args[] = {&row, &none, &V, &out};
         CUresult r;
         if ((rc = launch(g, F_ARGMAX, 1, 1, 1, 1024, args)) || (rc = gpu_sync(g))) return rc;
         if ((r = cu.MemcpyDtoH(token, out, sizeof(int)))) return fail(W8A8_ERR_GPU, "copying a token back: %s", cu_str(r));
@@ -2261,6 +2343,33 @@ int w8a8_sample(w8a8_model *m, int seq, w8a8_sampler *s, int *token) {
     }
     rc = w8a8_logits(m, seq, &lg);
     return rc ? rc : w8a8_sample_logits(lg, m->cfg.vocab_size, s, token);
+}
+
+int w8a8_sample_greedy(w8a8_model *m, int n_seqs, const int *seqs, int *tokens) {
+    CHECK_MODEL(m);
+    if (!seqs || !tokens || n_seqs <= 0 || n_seqs > m->max_batch) return fail(W8A8_ERR_ARG, "w8a8_sample_greedy: NULL argument or %d sequences", n_seqs);
+    int rc, on_gpu = 1;
+    for (int i = 0; i < n_seqs; i++) {
+        if ((rc = check_seq(m, seqs[i]))) return rc;
+        if (!m->logits_ready[seqs[i]]) return fail(W8A8_ERR_ARG, "sequence %d has no logits yet (feed it first)", seqs[i]);
+        on_gpu &= m->logits_ready[seqs[i]] == 2;
+    }
+    if (!on_gpu) {
+        for (int i = 0; i < n_seqs; i++) {
+            const float *lg;
+            if ((rc = w8a8_logits(m, seqs[i], &lg))) return rc;
+            tokens[i] = argmax(lg, m->cfg.vocab_size);
+        }
+        return W8A8_OK;
+    }
+    gpu_state *g = m->gpu;
+    CUresult r;
+    int V = m->cfg.vocab_size;
+    void *args[] = {&g->seq_logits, &g->sample_rows, &V, &g->argmax};
+    if ((r = cu.MemcpyHtoDAsync(g->sample_rows, seqs, sizeof(int) * n_seqs, g->stream))) return fail(W8A8_ERR_GPU, "copying sequence ids: %s", cu_str(r));
+    if ((rc = launch(g, F_ARGMAX, n_seqs, 1, 1, 1024, args)) || (rc = gpu_sync(g))) return rc;
+    if ((r = cu.MemcpyDtoH(tokens, g->argmax, sizeof(int) * n_seqs))) return fail(W8A8_ERR_GPU, "copying tokens back: %s", cu_str(r));
+    return W8A8_OK;
 }
 
 /* On the GPU: the rows' negative log-likelihoods are computed there; one float a row comes back. */

@@ -237,6 +237,8 @@ typedef struct {
     uint64_t seed;      /* the random state; advanced by each draw (0 is replaced by a fixed constant) */
 } w8a8_sampler;
 int w8a8_sample(w8a8_model *m, int seq, w8a8_sampler *s, int *token);
+/* Greedy (argmax) tokens of several sequences at once (after w8a8_step): on the GPU one launch and n ints back. */
+int w8a8_sample_greedy(w8a8_model *m, int n_seqs, const int *seqs, int *tokens);
 /* The same on a plain logits array (for callers that post-process logits). */
 int w8a8_sample_logits(const float *logits, int n, w8a8_sampler *s, int *token);
 

@@ -63,10 +63,10 @@ static const char *calib_file(const char *name) {
     if (exists(out)) return out;
     int rc;
     if (!strcmp(name, "stories260K"))
-        rc = sh("./convert %s/models/stories260K/stories260K.bin --tokenizer %s/models/stories260K/tok512.bin -o %s/cal.tmp --scheme f32 "
+        rc = sh("./convert %s/models/stories260K/stories260K.bin --tokenizer %s/models/stories260K/tok512.bin -o %s/calib-out.w8a8 --scheme f32 "
                 "--calib %s/corpus/tinystories-holdout.txt --calib-tokens 1024 --calib-cpu --calib-save %s --quiet", SH, SH, OUT, SH, out);
     else
-        rc = sh("./convert %s/models/%s -o %s/cal.tmp --scheme f32 --calib %s/corpus/tinystories-holdout.txt --calib-tokens 1024 "
+        rc = sh("./convert %s/models/%s -o %s/calib-out.w8a8 --scheme f32 --calib %s/corpus/tinystories-holdout.txt --calib-tokens 1024 "
                 "--calib-cpu --calib-save %s --quiet", SH, name, OUT, SH, out);
     return rc == 0 ? out : NULL;
 }

@@ -446,6 +446,39 @@ static int src_has(const source *s, const char *name) {
 
 static float bf16f(uint16_t v) { return w8a8_bf16_to_float(v); }
 
+/* --- work split over the CPU's cores (synthetic weights and quantization of large models) --- */
+#include <pthread.h>
+typedef struct { void (*fn)(void *, uint64_t, uint64_t); void *ctx; uint64_t lo, hi; } par_job;
+static void *par_run(void *a) { par_job *j = a; j->fn(j->ctx, j->lo, j->hi); return NULL; }
+static void parallel_for(uint64_t n, void (*fn)(void *, uint64_t, uint64_t), void *ctx) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int nt = n < (1u << 16) || cpus < 2 ? 1 : cpus > 32 ? 32 : (int)cpus;
+    pthread_t th[32];
+    par_job jobs[32];
+    int started = 0;
+    for (int t = 0; t < nt; t++) {
+        jobs[t] = (par_job){fn, ctx, n * t / nt, n * (t + 1) / nt};
+        if (t == 0 || pthread_create(&th[t], NULL, par_run, &jobs[t])) par_run(&jobs[t]);
+        else started |= 1 << t;
+    }
+    for (int t = 1; t < nt; t++) if (started & (1 << t)) pthread_join(th[t], NULL);
+}
+
+/* Synthetic weights: uniform in (-0.05, 0.05), spread like a trained weight; each element from a hash of the
+ * tensor's name and its index (splitmix64), so any part can be made on any core. Norms 1, biases 0. */
+typedef struct { uint64_t seed; float *out; uint64_t n; int is_1d, is_bias; } synth_job;
+static void synth_range(void *ctx, uint64_t lo, uint64_t hi) {
+    synth_job *j = ctx;
+    for (uint64_t i = lo; i < hi; i++) {
+        uint64_t z = j->seed + (i + 1) * 0x9e3779b97f4a7c15ull;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        double u = ((z >> 11) + 0.5) / 9007199254740992.0;
+        j->out[i] = !j->is_1d ? (float)((u - 0.5) * 0.1) : j->is_bias ? 0.0f : 1.0f;
+    }
+}
+
 /* A small fp32 tensor of a safetensors source (scales), as n floats; NULL if absent. */
 static float *st_read_small(const source *s, const char *name, uint64_t *n) {
     const st_tensor *t = st_find(s, name);
@@ -517,12 +550,8 @@ static float *src_read(const source *s, const char *name, uint64_t rows, uint64_
         return out;
     }
     if (s->kind == SRC_SYNTH) {
-        uint64_t h = w8a8_fnv1a(0xcbf29ce484222325ull, name, strlen(name));
-        for (uint64_t i = 0; i < n; i++) {
-            h = h * 6364136223846793005ull + 1442695040888963407ull;
-            double u = ((h >> 11) + 0.5) / 9007199254740992.0;   /* uniform (0,1): spread like a trained weight */
-            out[i] = cols ? (float)((u - 0.5) * 0.1) : strstr(name, "bias") ? 0.0f : 1.0f;
-        }
+        synth_job j = {w8a8_fnv1a(0xcbf29ce484222325ull, name, strlen(name)), out, n, cols == 0, strstr(name, "bias") != NULL};
+        parallel_for(n, synth_range, &j);
         return out;
     }
     if (s->kind == SRC_L2C) {
@@ -907,8 +936,22 @@ static void gguf_tokenizer(tok_build *t, const gguf_file *g) {
  * ======================================================================================================= */
 typedef struct { double err2, ref2; } qerr;
 
+typedef struct { int scheme; const float *w; uint64_t cols; void *out; float *scale; pthread_mutex_t lock; qerr *e; } quant_job;
+static void quantize_rows_range(void *ctx, uint64_t lo, uint64_t hi);
 static void quantize_weight(int scheme, const float *w, uint64_t rows, uint64_t cols, void *out, float *scale, qerr *e) {
-    for (uint64_t r = 0; r < rows; r++) {
+    quant_job j = {scheme, w, cols, out, scale, PTHREAD_MUTEX_INITIALIZER, e};
+    if (rows * cols < (1u << 20)) quantize_rows_range(&j, 0, rows);   /* small: in order, one thread */
+    else parallel_for(rows, quantize_rows_range, &j);
+}
+static void quantize_rows_range(void *ctx, uint64_t lo, uint64_t hi) {
+    quant_job *j = ctx;
+    int scheme = j->scheme;
+    const float *w = j->w;
+    uint64_t cols = j->cols;
+    void *out = j->out;
+    float *scale = j->scale;
+    qerr acc = {0, 0}, *e = &acc;
+    for (uint64_t r = lo; r < hi; r++) {
         const float *wr = w + r * cols;
         float amax = 0, s = 1;
         if (scheme == W8A8_FP8 || scheme == W8A8_INT8) {
@@ -928,6 +971,10 @@ static void quantize_weight(int scheme, const float *w, uint64_t rows, uint64_t 
             e->ref2 += (double)v * v;
         }
     }
+    pthread_mutex_lock(&j->lock);
+    j->e->err2 += acc.err2;
+    j->e->ref2 += acc.ref2;
+    pthread_mutex_unlock(&j->lock);
 }
 
 /* =========================================================================================================
