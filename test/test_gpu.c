@@ -169,8 +169,10 @@ static void test_gpu_kernels(void) {
                    emu[3], emu[0], emu[1], emu[2]);
     }
 
-    /* RoPE + KV write, with and without q/k norm */
-    for (int qkn = 0; qkn < 2; qkn++) {
+    /* RoPE + KV write, with and without q/k norm, and into an fp8 cache */
+    for (int variant = 0; variant < 3; variant++) {
+        int qkn = variant == 1, kv8 = variant == 2;
+        float ks = kv8 ? 0.0123f : 0.0f, vs = kv8 ? 0.0071f : 0.0f;
         int R = 9, nh = 4, nkv = 2, hd = 64, ctx = 64, B = 3, qkvd = (nh + 2 * nkv) * hd, kvd = nkv * hd, half = hd / 2;
         uint16_t *qkv = malloc(2 * R * qkvd), *got = malloc(2 * R * qkvd), *kcg = malloc(2 * B * ctx * kvd), *vcg = malloc(2 * B * ctx * kvd);
         float *cs = malloc(sizeof(float) * ctx * half), *sn = malloc(sizeof(float) * ctx * half), qn[64], kn[64], *row = malloc(sizeof(float) * qkvd);
@@ -187,7 +189,7 @@ static void test_gpu_kernels(void) {
                     dqn = qkn ? dev_from(g, qn, sizeof qn) : 0, dkn = qkn ? dev_from(g, kn, sizeof kn) : 0,
                     dkc = dev_from(g, NULL, 2 * B * ctx * kvd), dvc = dev_from(g, NULL, 2 * B * ctx * kvd);
         float eps = 1e-6f;
-        void *args[] = {&dq, &dp, &ds, &dc, &dsn, &nh, &nkv, &hd, &dqn, &dkn, &eps, &dkc, &dvc, &ctx};
+        void *args[] = {&dq, &dp, &ds, &dc, &dsn, &nh, &nkv, &hd, &dqn, &dkn, &eps, &dkc, &dvc, &ctx, &ks, &vs};
         launch(g, F_ROPE, R, 1, 1, 128, args);
         dev_to(g, got, dq, 2 * R * qkvd);
         dev_to(g, kcg, dkc, 2 * B * ctx * kvd);
@@ -202,15 +204,19 @@ static void test_gpu_kernels(void) {
             rope_rotate(row, nh + nkv, hd, cs + pos[r] * half, sn + pos[r] * half);
             for (int j = 0; j < qkvd; j++) {
                 uint16_t want = j < (nh + nkv) * hd ? w8a8_bf16_from_float(row[j]) : qkv[r * qkvd + j];
-                uint16_t have = j < nh * hd ? got[r * qkvd + j]
-                              : j < (nh + nkv) * hd ? kcg[((size_t)seq[r] * ctx + pos[r]) * kvd + j - nh * hd]
-                                                    : vcg[((size_t)seq[r] * ctx + pos[r]) * kvd + j - (nh + nkv) * hd];
+                size_t ci = ((size_t)seq[r] * ctx + pos[r]) * kvd + (j < (nh + nkv) * hd ? j - nh * hd : j - (nh + nkv) * hd);
+                uint16_t have = j < nh * hd ? got[r * qkvd + j] : j < (nh + nkv) * hd ? kcg[ci] : vcg[ci];
+                if (kv8 && j >= nh * hd) {   /* the cache holds e4m3(bf16 value / scale), as kv_round on the CPU */
+                    want = w8a8_fp8_from_float(w8a8_bf16_to_float(want) / (j < (nh + nkv) * hd ? ks : vs));
+                    have = ((const uint8_t *)(j < (nh + nkv) * hd ? kcg : vcg))[ci];
+                }
                 int d = abs((int)want - (int)have);
                 diff += d != 0; far += d > 1; n++;
             }
         }
         /* without the norm the same fp32 operations run in the same order: bit-exact */
-        result(far == 0 && (qkn ? diff <= n / 100 : diff == 0), path("GPU rope_kv%s == CPU (q rotated in place, k and v in the cache)", qkn ? " with q/k norm" : ""),
+        result(far == 0 && (qkn ? diff <= n / 100 : diff == 0), path("GPU rope_kv%s == CPU (q rotated in place, k and v in the cache)",
+                                                                     qkn ? " with q/k norm" : kv8 ? " into an fp8 cache" : ""),
                "%d of %d bf16 values one step off", diff, n);
         free(qkv); free(got); free(kcg); free(vcg); free(cs); free(sn); free(row);
     }
@@ -228,7 +234,8 @@ static void test_gpu_kernels(void) {
                     dk = dev_from(g, kc, 2 * (size_t)B * ctx * kvd), dv = dev_from(g, vc, 2 * (size_t)B * ctx * kvd),
                     dpo = dev_from(g, NULL, sizeof(float) * R * nh * splits * hd), dml = dev_from(g, NULL, sizeof(float) * 2 * R * nh * splits),
                     dout = dev_from(g, NULL, sizeof(float) * R * nh * hd);
-        void *a1[] = {&dq, &dp, &ds, &dk, &dv, &ctx, &nh, &nkv, &hd, &dpo, &dml};
+        float no_scale = 0;
+        void *a1[] = {&dq, &dp, &ds, &dk, &dv, &ctx, &nh, &nkv, &hd, &no_scale, &no_scale, &dpo, &dml};
         void *a2[] = {&dpo, &dml, &splits, &nh, &hd, &dout};
         launch(g, F_ATTN, R, nh, splits, 128, a1);
         launch(g, F_ATTN_COMBINE, R, nh, 1, 32, a2);
