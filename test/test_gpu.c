@@ -408,8 +408,9 @@ static void test_gpu_calib(void) {
              !w8a8_feed(c, sc, ids, n) && !w8a8_feed(gm, sg, ids, n) && !w8a8_calib_stats(c, a, ns) && !w8a8_calib_stats(gm, b, ns);
     double worst = 0;
     for (size_t i = 0; ok && i < ns; i++) worst = fmax(worst, fabs(a[i] - b[i]) / fmax(a[i], 1e-3));
-    /* the GPU records each input as it quantizes it (bf16), the CPU before: up to half a bf16 step apart */
-    result(ok && worst <= 4e-3, "GPU calibration statistics == CPU reference (bf16 model)", "%d tokens, %zu maxima, max relative diff %.1e (bound 4e-3: bf16 rounding)", n, ns, worst);
+    /* the GPU records each input as it quantizes it (bf16: 2^-9), and sums in fp32 in another order than the
+     * CPU reference's exact sums; the differences compound over the layers */
+    result(ok && worst <= 2e-2, "GPU calibration statistics == CPU reference (bf16 model)", "%d tokens, %zu maxima, max relative diff %.1e (bound 2e-2)", n, ns, worst);
     free(a); free(b); free(ids); free(text);
     w8a8_close(c); w8a8_close(gm);
     char *out = path("%s/gpu-calib.w8a8", OUT);
@@ -431,7 +432,10 @@ static void test_gpu_batch(void) {
     const char *schemes[] = {"bf16", "fp8", "int8"};
     for (int s = 0; s < 3; s++) {
         const char *p = model("tinystories-656k", schemes[s]);
+        /* alone, one row goes through the gemv kernels; batched, 8 rows through the mma tiles: compare like with like */
+        setenv("W8A8_NO_GEMV", "1", 1);
         w8a8_model *mb = open_gpu(p, 8), *m1 = open_gpu(p, 1);
+        unsetenv("W8A8_NO_GEMV");
         if (!mb || !m1) { skip(path("GPU batch %s", schemes[s]), gpu_skip_why); w8a8_close(mb); w8a8_close(m1); continue; }
         int seqs[8], ids[8][128], n[8], ok = 1;
         double md = 0;
@@ -456,8 +460,10 @@ static void test_gpu_batch(void) {
         result(gok, path("GPU batch (%s): w8a8_sample_greedy over 8 sequences == argmax of each one's logits", schemes[s]), "");
         /* without the CUDA graph the same bits */
         setenv("W8A8_NO_GRAPH", "1", 1);
+        setenv("W8A8_NO_GEMV", "1", 1);   /* like m1 */
         w8a8_model *mg = open_gpu(p, 1);
         unsetenv("W8A8_NO_GRAPH");
+        unsetenv("W8A8_NO_GEMV");
         double gd = mg ? 0 : 1;
         for (int i = 0; mg && i < 8; i += 7) {
             int sq, sq1;

@@ -938,7 +938,9 @@ typedef struct { double err2, ref2; } qerr;
 
 typedef struct { int scheme; const float *w; uint64_t cols; void *out; float *scale; pthread_mutex_t lock; qerr *e; } quant_job;
 static void quantize_rows_range(void *ctx, uint64_t lo, uint64_t hi);
+static float g_fp8_value[256];   /* e4m3 code -> value */
 static void quantize_weight(int scheme, const float *w, uint64_t rows, uint64_t cols, void *out, float *scale, qerr *e) {
+    if (g_fp8_value[0x38] == 0) for (int c = 0; c < 256; c++) g_fp8_value[c] = w8a8_fp8_to_float((uint8_t)c);
     quant_job j = {scheme, w, cols, out, scale, PTHREAD_MUTEX_INITIALIZER, e};
     if (rows * cols < (1u << 20)) quantize_rows_range(&j, 0, rows);   /* small: in order, one thread */
     else parallel_for(rows, quantize_rows_range, &j);
@@ -964,7 +966,7 @@ static void quantize_rows_range(void *ctx, uint64_t lo, uint64_t hi) {
             switch (scheme) {
             case W8A8_F32: ((float *)out)[r * cols + j] = v; d = v; break;
             case W8A8_BF16: { uint16_t q = w8a8_bf16_from_float(v); ((uint16_t *)out)[r * cols + j] = q; d = w8a8_bf16_to_float(q); break; }
-            case W8A8_FP8: { uint8_t q = w8a8_fp8_from_float(v / s); ((uint8_t *)out)[r * cols + j] = q; d = w8a8_fp8_to_float(q) * s; break; }
+            case W8A8_FP8: { uint8_t q = w8a8_fp8_from_float(v / s); ((uint8_t *)out)[r * cols + j] = q; d = g_fp8_value[q] * s; break; }
             default: { int8_t q = w8a8_int8_from_float(v / s); ((int8_t *)out)[r * cols + j] = q; d = q * s; break; }
             }
             e->err2 += ((double)v - d) * ((double)v - d);
