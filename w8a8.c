@@ -1636,6 +1636,11 @@ struct gpu_state {
     size_t bytes;                 /* all device memory this model holds */
     char info[2048];              /* how the kernels were obtained */
     double t_kernels, t_weights;  /* seconds to get the kernels (compile or cache) and to upload the weights */
+    int prof;                     /* $W8A8_PROFILE=1: each launch timed with events, a table at close */
+    struct { CUevent a, b; int f; } *pev;
+    int n_pev, cap_pev;
+    double prof_ms[F_COUNT];
+    long prof_n[F_COUNT];
 };
 
 static const char *gpu_name(const gpu_state *g) { return g->name; }
@@ -1664,9 +1669,21 @@ static int gpu_upload(gpu_state *g, CUdeviceptr *p, const void *src, size_t n, c
     return r ? fail(W8A8_ERR_GPU, "copying %s to the GPU: %s", what, cu_str(r)) : W8A8_OK;
 }
 
+static void prof_collect(gpu_state *g);
 static void gpu_free(gpu_state *g) {
     if (!g) return;
     if (g->ctx) cu.CtxSetCurrent(g->ctx);
+    if (g->prof) {
+        double total = 0;
+        prof_collect(g);
+        for (int f = 0; f < F_COUNT; f++) total += g->prof_ms[f];
+        fprintf(stderr, "w8a8: GPU time by kernel (W8A8_PROFILE=1; every launch timed, graphs off): %.1f ms in all\n", total);
+        for (int f = 0; f < F_COUNT; f++)
+            if (g->prof_n[f]) fprintf(stderr, "w8a8:   %-18s %9.2f ms %5.1f %%  %8ld launches  %8.1f us each\n", kernel_names[f], g->prof_ms[f],
+                                      100 * g->prof_ms[f] / (total > 0 ? total : 1), g->prof_n[f], 1e3 * g->prof_ms[f] / g->prof_n[f]);
+        for (int i = 0; i < g->cap_pev; i++) if (g->pev[i].a) { cu.EventDestroy(g->pev[i].a); cu.EventDestroy(g->pev[i].b); }
+        free(g->pev);
+    }
     for (int i = 0; i < g->n_graphs; i++) cu.GraphExecDestroy(g->graphs[i].exec);
     for (int i = 0; i < g->n_allocs; i++) cu.MemFree(g->allocs[i]);
     if (g->mod) cu.ModuleUnload(g->mod);
@@ -1790,8 +1807,9 @@ static int gpu_open(w8a8_model *m) {
         if ((r = cu.ModuleGetFunction(&g->f[i], g->mod, kernel_names[i]))) return fail(W8A8_ERR_GPU, "kernel %s: %s", kernel_names[i], cu_str(r));
     g->act_mode = c->scheme == W8A8_BF16 ? 0 : c->scheme == W8A8_FP8 ? 1 : 2;
     g->no_gemv = getenv("W8A8_NO_GEMV") && getenv("W8A8_NO_GEMV")[0] == '1';
+    g->prof = getenv("W8A8_PROFILE") && getenv("W8A8_PROFILE")[0] == '1' && cu.EventCreate && cu.EventRecord && cu.EventElapsedTime;
     g->use_graphs = cu.StreamBeginCapture && cu.StreamEndCapture && cu.GraphInstantiateWithFlags && cu.GraphLaunch && cu.GraphExecDestroy &&
-                    cu.GraphDestroy && !(getenv("W8A8_NO_GRAPH") && getenv("W8A8_NO_GRAPH")[0] == '1');
+                    cu.GraphDestroy && !(getenv("W8A8_NO_GRAPH") && getenv("W8A8_NO_GRAPH")[0] == '1') && !g->prof;
     g->gemm_fn = c->scheme == W8A8_BF16 ? F_GEMM_BF16 : c->scheme == W8A8_FP8 ? F_GEMM_E4M3 : F_GEMM_S8;
 
     /* weights, uploaded once from the mapping */
@@ -1849,8 +1867,33 @@ static int gpu_open(w8a8_model *m) {
 }
 
 static int launch(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned gz, unsigned block, void **args) {
+    int timed = 0;
+    if (g->prof) {   /* a pair of events around the launch, read at the next sync */
+        if (g->n_pev == g->cap_pev) {
+            int cap = g->cap_pev ? 2 * g->cap_pev : 256;
+            void *np = realloc(g->pev, sizeof *g->pev * cap);
+            if (np) { g->pev = np; memset(g->pev + g->cap_pev, 0, sizeof *g->pev * (cap - g->cap_pev)); g->cap_pev = cap; }
+        }
+        if (g->n_pev < g->cap_pev) {
+            timed = 1;
+            if (!g->pev[g->n_pev].a) { cu.EventCreate(&g->pev[g->n_pev].a, 0); cu.EventCreate(&g->pev[g->n_pev].b, 0); }
+            g->pev[g->n_pev].f = f;
+            cu.EventRecord(g->pev[g->n_pev].a, g->stream);
+        }
+    }
     CUresult r = cu.LaunchKernel(g->f[f], gx, gy, gz, block, 1, 1, 0, g->stream, args, NULL);
+    if (timed) cu.EventRecord(g->pev[g->n_pev++].b, g->stream);
     return r ? fail(W8A8_ERR_GPU, "launching %s: %s", kernel_names[f], cu_str(r)) : W8A8_OK;
+}
+static void prof_collect(gpu_state *g) {
+    for (int i = 0; i < g->n_pev; i++) {
+        float ms = 0;
+        cu.EventSynchronize(g->pev[i].b);
+        cu.EventElapsedTime(&ms, g->pev[i].a, g->pev[i].b);
+        g->prof_ms[g->pev[i].f] += ms;
+        g->prof_n[g->pev[i].f]++;
+    }
+    g->n_pev = 0;
 }
 
 /* y = linear(act) with the epilogue: out_mode 0 bf16 store, 1 add into fp32, 2 fp32 store. Up to GEMV_MAX_M
@@ -1966,6 +2009,7 @@ static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
 /* Waits for the GPU; a failed kernel shows up here. */
 static int gpu_sync(gpu_state *g) {
     CUresult r = cu.StreamSynchronize(g->stream);
+    if (g->prof) prof_collect(g);
     return r ? fail(W8A8_ERR_GPU, "a GPU kernel failed: %s", cu_str(r)) : W8A8_OK;
 }
 
