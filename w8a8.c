@@ -1950,13 +1950,15 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
         if (!rc) rc = CALIB(CAL_V, vc, kvd, kvd, g->seq, g->pos);
         if (!rc) rc = launch(g, F_ATTN, n, nh, splits, 128, a_attn);
         if (!rc) rc = launch(g, F_ATTN_COMBINE, n, nh, 1, 32, a_comb);
-        if (!rc) rc = launch(g, F_QUANT, n, 1, 1, 256, a_q);
+        /* quantize_rows and silu_mul_quant: 1024 threads a row (a max and elementwise work: the result does not
+         * depend on the block size, unlike rmsnorm_quant's sum, whose order the CPU reference follows) */
+        if (!rc) rc = launch(g, F_QUANT, n, 1, 1, 1024, a_q);
         if (!rc) rc = CALIB(CAL_O, g->act, qd, Ko, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->o, n, 1, g->x, D);
         if (!rc) rc = launch(g, F_RMSNORM, n, 1, 1, 256, a_n2);
         if (!rc) rc = CALIB(CAL_W13, g->act, D, K13, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->w13, n, 0, g->h13, 2 * H);
-        if (!rc) rc = launch(g, F_SILU, n, 1, 1, 256, a_silu);
+        if (!rc) rc = launch(g, F_SILU, n, 1, 1, 1024, a_silu);
         if (!rc) rc = CALIB(CAL_W2, g->act, H, K2, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->w2, n, 1, g->x, D);
 #undef CALIB

@@ -299,7 +299,7 @@ static void test_gpu_kernels(void) {
                         dout = dev_from(g, NULL, (size_t)R * Kp * es), ds = dev_from(g, NULL, sizeof(float) * R);
             float st = 0;
             void *args[] = {&din, &K, &Kp, &mode, &st, &dout, &ds};
-            launch(g, which ? F_SILU : F_QUANT, R, 1, 1, 256, args);
+            launch(g, which ? F_SILU : F_QUANT, R, 1, 1, 1024, args);
             dev_to(g, got, dout, (size_t)R * Kp * es);
             quantize_rows(mode == 0 ? W8A8_BF16 : mode == 1 ? W8A8_FP8 : W8A8_INT8, 0, src, R, K, q, s);
             for (int r = 0; r < R; r++) for (int j = 0; j < Kp; j++) {
