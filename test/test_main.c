@@ -743,7 +743,19 @@ static void test_calibration(void) {
         {"--scheme fp8 --smooth --alpha 1.5 --calib-load x", "--alpha"},
         {"--scheme fp8 --kv int4", "--kv"},
         {"--scheme fp8-static --calib-load test/out/tinystories-656k.calib", "statistics of another model"},
+        {"--scheme int8-sq --alpha auto --calib-load test/out/stories260K.calib", "--alpha auto scores each strength on the calibration text"},
     };
+    /* --alpha auto picks a strength by perplexity on the calibration text */
+    rc = sh("./convert %s/models/stories260K/stories260K.bin --tokenizer %s/models/stories260K/tok512.bin -o %s/auto.w8a8 --scheme int8-sq "
+            "--alpha auto --calib %s/corpus/tinystories-holdout.txt --calib-tokens 512 --calib-cpu > %s/auto.log 2>&1", SH, SH, OUT, SH, OUT);
+    size_t al;
+    char *alog = slurp(path("%s/auto.log", OUT), &al), *pick = alog ? strstr(alog, "\nalpha ") : NULL;
+    w8a8_model *am = rc ? NULL : open_cpu(path("%s/auto.w8a8", OUT), 1);
+    if (pick && strchr(pick + 1, '\n')) *strchr(pick + 1, '\n') = 0;
+    result(am && pick && am->cfg.act_scales == W8A8_ACT_STATIC, "convert --alpha auto: scores 0.3 .. 0.8 on the calibration text and keeps the best",
+           "%s", pick ? pick + 1 : "no choice printed");
+    w8a8_close(am);
+    free(alog);
     calib_file("tinystories-656k");
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         sh("rm -f %s/bad.out; ./convert %s/models/stories260K/stories260K.bin --tokenizer %s/models/stories260K/tok512.bin -o %s/bad.out %s > %s/conv.log 2>&1",

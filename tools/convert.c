@@ -1539,7 +1539,8 @@ static void usage(void) {
             "                     static scales; --act dynamic for per-token)\n"
             "  --act static|dynamic   activation scales: per tensor from calibration, or per token at run time\n"
             "  --smooth, --no-smooth  SmoothQuant folding on or off (on by default for fp8-static and int8-sq)\n"
-            "  --alpha A          SmoothQuant migration strength, 0..1 (default 0.5)\n"
+            "  --alpha A          SmoothQuant migration strength, 0..1 (default 0.5), or auto: the best of 0.3..0.8\n"
+            "                     on the calibration text\n"
             "  --kv bf16|fp8      the KV cache: 16-bit (default) or e4m3 with calibrated per-layer scales\n"
             "  --calib FILE       calibrate on this text (static scales, smoothing and --kv fp8 need it)\n"
             "  --calib-tokens N   tokens of it to run (default 4096)\n"
@@ -1682,7 +1683,10 @@ static float *calibrate(conv *cv, const tok_build *tb, const char *out, const ch
     char gpu_why[600] = "";
     for (int cpu = cpu_only; cpu < 2 && !m; cpu++) {
         cv->scheme = cpu ? W8A8_F32 : W8A8_BF16;
-        write_model(cv, tb, g_calib_model, "calib model");
+        int q = g_quiet;
+        g_quiet = 1;   /* a temporary file: no progress bar of its own */
+        write_model(cv, tb, g_calib_model, "calibration model");
+        g_quiet = q;
         w8a8_options o = w8a8_default_options();
         o.require_gpu = !cpu;
         o.force_cpu = cpu;
@@ -1703,8 +1707,9 @@ static float *calibrate(conv *cv, const tok_build *tb, const char *out, const ch
     FREE(text);
     if (n_ids < 16) die("'%s' gives only %d tokens: too little text to calibrate on", text_path, n_ids);
     if (!g_quiet)
-        fprintf(stderr, "calibrating on %d tokens of %s, %s%s%s\n", n_ids, text_path, w8a8_on_gpu(m) ? "on the GPU (bf16): " : "on the CPU reference (f32)",
-                w8a8_on_gpu(m) ? w8a8_device_name(m) : "", !w8a8_on_gpu(m) && gpu_why[0] && !cpu_only ? " (no GPU run: see -v)" : "");
+        fprintf(stderr, "calibrating on %d tokens of %s, %s%s%s%s\n", n_ids, text_path, w8a8_on_gpu(m) ? "on the GPU (bf16): " : "on the CPU reference (f32)",
+                w8a8_on_gpu(m) ? w8a8_device_name(m) : "", !w8a8_on_gpu(m) && gpu_why[0] && !cpu_only ? " -- not on the GPU: " : "",
+                !w8a8_on_gpu(m) && !cpu_only ? gpu_why : "");
     int bos = w8a8_config_of(m)->bos_id, win = w8a8_context_of(m) - (bos >= 0), seq, *buf = xmalloc(sizeof(int) * (win + 1));
     int n_win = (n_ids + win - 1) / win;
     if (w8a8_calibrate(m, 1) || w8a8_seq_start(m, &seq)) die("calibration: %s", w8a8_error());
@@ -1729,6 +1734,59 @@ static float *calibrate(conv *cv, const tok_build *tb, const char *out, const ch
     for (int i = 0; i < 4; i++) cv->sm[i] = keep.sm[i];
     (void)n_text;
     return st;
+}
+
+/* --alpha auto: SmoothQuant's best strength differs between models (the paper tunes it per model). Each
+ * candidate is converted and scored on the calibration text (never the evaluation text); the lowest
+ * perplexity wins. */
+static float choose_alpha(conv *cv, const tok_build *tb, const char *out, const char *text_path, int n_tokens) {
+    static const float cand[] = {0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f};
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.alpha.%d", out, (int)getpid());
+    snprintf(g_calib_model, sizeof g_calib_model, "%s", tmp);
+    atexit(remove_calib_model);
+    size_t n_text;
+    char *text = read_whole_text(text_path, &n_text, (size_t)n_tokens * 16 + 4096);
+    float best = 0.5f;
+    double best_ppl = INFINITY;
+    if (!g_quiet) fprintf(stderr, "choosing alpha on %s:", text_path);
+    for (size_t i = 0; i < sizeof cand / sizeof *cand; i++) {
+        cv->alpha = cand[i];
+        int q = g_quiet;
+        g_quiet = 1;
+        write_model(cv, tb, tmp, "alpha");
+        g_quiet = q;
+        w8a8_model *m;
+        w8a8_options o = w8a8_default_options();
+        o.max_context = cv->c.max_context < 512 ? (int)cv->c.max_context : 512;
+        if (w8a8_open(&m, tmp, &o)) die("--alpha auto: %s", w8a8_error());
+        int n_ids = 0, *ids, seq, bos = w8a8_config_of(m)->bos_id, win = w8a8_context_of(m) - (bos >= 0), *buf = xmalloc(sizeof(int) * (win + 1));
+        w8a8_tokenize(m, text, 0, NULL, 0, &n_ids);
+        ids = xmalloc(sizeof(int) * (n_ids + 1));
+        if (w8a8_tokenize(m, text, 0, ids, n_ids + 1, &n_ids) || w8a8_seq_start(m, &seq)) die("--alpha auto: %s", w8a8_error());
+        if (n_ids > n_tokens) n_ids = n_tokens;
+        double nll = 0, s;
+        int scored = 0, k;
+        for (int at = 0; at + 1 < n_ids; at += win) {
+            int take = n_ids - at < win ? n_ids - at : win, b = 0;
+            if (bos >= 0) buf[b++] = bos;
+            memcpy(buf + b, ids + at, sizeof(int) * take);
+            if (b + take < 2) break;
+            if (w8a8_score(m, seq, buf, b + take, &s, &k)) die("--alpha auto: %s", w8a8_error());
+            nll += s; scored += k;
+        }
+        double ppl = exp(nll / (scored ? scored : 1));
+        if (!g_quiet) fprintf(stderr, " %.1f: %.4f%s", cand[i], ppl, i + 1 < sizeof cand / sizeof *cand ? "," : "\n");
+        if (ppl < best_ppl) { best_ppl = ppl; best = cand[i]; }
+        w8a8_close(m);
+        FREE(ids); FREE(buf);
+    }
+    remove_calib_model();
+    g_calib_model[0] = 0;
+    FREE(text);
+    (void)n_text;
+    if (!g_quiet) fprintf(stderr, "alpha %.1f (perplexity %.4f on the calibration text)\n", best, best_ppl);
+    return best;
 }
 
 int main(int argc, char **argv) {
@@ -1780,13 +1838,16 @@ int main(int argc, char **argv) {
     if (cv.act_static && !quantized) die("--act static needs a quantized scheme (fp8, int8, fp8-static, int8-sq); %s has no activation scales", scheme);
     cv.smooth = smooth >= 0 ? smooth : named_static;
     cv.alpha = 0.5f;
-    if (alpha_s) {
+    int alpha_auto = alpha_s && !strcmp(alpha_s, "auto");
+    if (alpha_s && !alpha_auto) {
         char *e;
         double a = strtod(alpha_s, &e);
-        if (*e || !(a >= 0 && a <= 1)) die("--alpha: '%s' is not a number in 0..1", alpha_s);
+        if (*e || !(a >= 0 && a <= 1)) die("--alpha: '%s' is not a number in 0..1 (or auto)", alpha_s);
         cv.alpha = (float)a;
-        if (!cv.smooth) die("--alpha sets SmoothQuant's strength: add --smooth (or use fp8-static / int8-sq)");
     }
+    if (alpha_s && !cv.smooth) die("--alpha sets SmoothQuant's strength: add --smooth (or use fp8-static / int8-sq)");
+    if (alpha_auto && !quantized) die("--alpha auto scores the quantized model: it needs fp8 or int8");
+    if (alpha_auto && !calib_text) die("--alpha auto scores each strength on the calibration text: add --calib TEXT");
     if (strcmp(kv, "bf16") && strcmp(kv, "fp8")) die("--kv: '%s' is not bf16 or fp8", kv);
     cv.kv_fp8 = !strcmp(kv, "fp8");
     if (calib_text && calib_load_path) die("--calib and --calib-load both give statistics: choose one");
@@ -1865,6 +1926,7 @@ int main(int argc, char **argv) {
         if (calib_save_path) calib_save(&cv, stats, calib_tokens, calib_save_path);
     }
     cv.stats = stats;
+    if (alpha_auto) cv.alpha = choose_alpha(&cv, &tb, out, calib_text, calib_tokens < 4096 ? calib_tokens : 4096);
     uint64_t file_bytes = write_model(&cv, &tb, out, "converting");
     if (!g_quiet) {
         fprintf(stderr, "wrote %s: %s (%s activation scales%s%s), %u layers, dim %u, vocab %u, %.1f MiB\n", out, scheme,

@@ -26,7 +26,7 @@ table() {
   for row in "$@"; do
     local label=${row%%:*} cflags=${row#*:}
     local f="$O/$name.${label// /_}.w8a8" extra=""
-    case "$cflags" in *static*|*smooth*|*-sq*|*"--kv fp8"*) extra="--calib-load $cal";; esac
+    case "$cflags" in *auto*) extra="--calib $calib";; *static*|*smooth*|*-sq*|*"--kv fp8"*) extra="--calib-load $cal";; esac
     [ -f "$f" ] || ./convert "$in" $flags -o "$f" $cflags $extra --quiet >&2 || { echo "| $name | $label | convert failed | | | |"; continue; }
     local p t0=$(date +%s)
     p=$(ppl "$f" "$text" "$ctx")
@@ -39,8 +39,9 @@ table() {
 }
 ROWS=("f32:--scheme f32" "bf16:--scheme bf16" "fp8:--scheme fp8" "fp8 --smooth:--scheme fp8 --smooth"
       "fp8-static --no-smooth:--scheme fp8-static --no-smooth" "fp8-static:--scheme fp8-static"
+      "fp8-static --alpha auto:--scheme fp8-static --alpha auto"
       "int8:--scheme int8" "int8-sq --act dynamic:--scheme int8-sq --act dynamic"
-      "int8-sq --no-smooth:--scheme int8-sq --no-smooth" "int8-sq:--scheme int8-sq"
+      "int8-sq --no-smooth:--scheme int8-sq --no-smooth" "int8-sq:--scheme int8-sq" "int8-sq --alpha auto:--scheme int8-sq --alpha auto"
       "bf16 --kv fp8:--scheme bf16 --kv fp8" "fp8 --kv fp8:--scheme fp8 --kv fp8" "int8-sq --kv fp8:--scheme int8-sq --kv fp8")
 echo "| model | text | scheme | weights | perplexity | Δ | time |"
 echo "|---|---|---|---|---|---|---|"
