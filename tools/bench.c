@@ -17,6 +17,8 @@
 #include <stdarg.h>
 
 static const char *g_dir = "bench-models";
+static const char *g_config = "test/synth/llama-3.1-8b.json";   /* --config: another synthetic shape */
+static int g_ttft_only;                                          /* --ttft-only: batch 1 only */
 static FILE *g_json;
 static int g_first_json = 1;
 static double now_s(void) { return seconds(); }
@@ -45,15 +47,16 @@ static const char *model_path(const char *scheme) {
     static char p[8][512];
     static int k;
     char *b = p[k++ & 7];
-    snprintf(b, 512, "%s/llama-3.1-8b.%s.w8a8", g_dir, scheme);
+    const char *base = strrchr(g_config, '/') ? strrchr(g_config, '/') + 1 : g_config;
+    snprintf(b, 512, "%s/%.*s.%s.w8a8", g_dir, (int)strcspn(base, "."), base, scheme);
     return b;
 }
 static void make_model(const char *scheme, const char *tokenizer) {
     const char *p = model_path(scheme);
     if (access(p, R_OK) == 0) return;
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "mkdir -p %s && ./convert --synthetic test/synth/llama-3.1-8b.json --tokenizer %s -o %s --scheme %s --quiet",
-             g_dir, tokenizer, p, scheme);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && ./convert --synthetic %s --tokenizer %s -o %s --scheme %s --quiet",
+             g_dir, g_config, tokenizer, p, scheme);
     double t0 = now_s();
     fprintf(stderr, "bench: writing %s ...\n", p);
     if (system(cmd)) die("'%s' failed", cmd);
@@ -226,6 +229,7 @@ static void bench_scheme(const char *scheme, double tput[2][4], double *decode_m
     fprintf(stderr, "bench: %s: TTFT(2048) %.3f s, decode %.3f ms/token (%.0f GB/s, %.0f %% of copy bandwidth)\n", scheme, *ttft,
             *decode_ms, bpt / (*decode_ms * 1e-3) / 1e9, 100 * *share);
     w8a8_close(m);
+    if (g_ttft_only) return;
     /* throughput: prefill-heavy (2048 in / 128 out) and decode-heavy (128 in / 2048 out), shortened where the
      * KV cache or the time would not fit (the JSON says what ran) */
     const int batches[4] = {1, 16, 64, 256};
@@ -283,7 +287,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--schemes") && i + 1 < argc) schemes_arg = argv[++i];
         else if (!strcmp(argv[i], "--no-torch")) torch = 0;
         else if (!strcmp(argv[i], "--no-gemm")) gemm = 0;
-        else { fprintf(stderr, "usage: bench [--dir DIR] [--json FILE] [--svg FILE] [--schemes bf16,fp8,int8] [--no-torch] [--no-gemm]\n"); return 2; }
+        else if (!strcmp(argv[i], "--config") && i + 1 < argc) g_config = argv[++i];
+        else if (!strcmp(argv[i], "--ttft-only")) { g_ttft_only = 1; gemm = 0; }
+        else { fprintf(stderr, "usage: bench [--dir DIR] [--json FILE] [--svg FILE] [--schemes bf16,fp8,int8] [--no-torch] [--no-gemm]\n"
+                        "             [--config SYNTHETIC_CONFIG.json] [--ttft-only]\n"); return 2; }
     }
     char jp[600], sp[600];
     if (!json_path) { snprintf(jp, sizeof jp, "%s/bench.json", g_dir); json_path = jp; }
@@ -367,7 +374,7 @@ int main(int argc, char **argv) {
     if (copy_torch > 0) printf(", %.0f GB/s (PyTorch copy_)\n", copy_torch);
     printf("start: cold %.2f s (NVRTC %.2f s + weights %.2f s), warm %.2f s (kernels from cache %.3f s + weights %.2f s)\n\n", t_cold, k_cold,
            w_cold, t_warm, k_warm, w_warm);
-    double tput[3][2][4], dec[3], share[3], ttft[3];
+    double tput[3][2][4] = {{{0}}}, dec[3], share[3], ttft[3];
     for (int i = 0; i < ns; i++) bench_scheme(schemes[i], tput[i], &dec[i], &share[i], &ttft[i]);
     printf("%-6s %10s %12s %8s | %s\n", "scheme", "TTFT 2048", "decode ms/t", "of copy", "tok/s (in+out) at batch 1 / 16 / 64 / 256: prefill-heavy ; decode-heavy");
     for (int i = 0; i < ns; i++)
