@@ -1,6 +1,12 @@
-/* convert — writes a w8a8 model file from a llama2.c checkpoint or a Hugging Face directory.
+/* convert — writes a w8a8 model file from a llama2.c checkpoint, a GGUF file or a Hugging Face directory.
  *
- *   ./convert INPUT -o OUT [--scheme f32|bf16|fp8|int8] [--tokenizer FILE] [--quiet]
+ *   ./convert INPUT -o OUT [--scheme f32|bf16|fp8|int8|fp8-static|int8-sq] [--tokenizer FILE] [--quiet]
+ *             [--act static|dynamic] [--smooth|--no-smooth] [--alpha A|auto] [--kv bf16|fp8]
+ *             [--calib TEXT [--calib-tokens N] [--calib-save FILE] | --calib-load FILE] [--calib-cpu]
+ *
+ * Sections below, in the order the work flows: reading the sources (GGUF, safetensors incl. pre-quantized
+ * FP8, llama2.c), tokenizers, quantization of a weight, the plan of the output file, calibration statistics
+ * and SmoothQuant, writing, calibration runs, main.
  *
  * INPUT is a llama2.c checkpoint (legacy format; give its tokenizer.bin with --tokenizer) or a directory
  * with config.json, model.safetensors (or shards and model.safetensors.index.json), tokenizer.json (or
