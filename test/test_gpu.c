@@ -337,8 +337,9 @@ static void test_gpu_kernels(void) {
 static void test_gpu_e2e(void) {
     if (!have_gpu()) { skip("GPU end to end", gpu_skip_why); return; }
     const char *names[] = {"stories260K", "tinystories-656k"};
-    const char *schemes[] = {"bf16", "fp8", "int8", "fp8-static", "fp8-smooth", "int8-sq", "int8-sq-dynamic", "fp8-kvfp8", "bf16-kvfp8", "int8-sq-kvfp8"};
-    const double bound[] = {1e-2, 2e-2, 1e-2, 2e-2, 2e-2, 1e-2, 1e-2, 2e-2, 1e-2, 1e-2};
+    const char *schemes[] = {"bf16", "fp8", "int8", "fp8-static", "fp8-smooth", "int8-sq", "int8-sq-dynamic", "fp8-kvfp8", "bf16-kvfp8", "int8-sq-kvfp8",
+                             "int8-rotate"};
+    const double bound[] = {1e-2, 2e-2, 1e-2, 2e-2, 2e-2, 1e-2, 1e-2, 2e-2, 1e-2, 1e-2, 1e-2};
     const int n_schemes = sizeof schemes / sizeof *schemes;
     size_t len;
     char *text = slurp(path("%s/corpus/tinystories-dev.txt", SH), &len);

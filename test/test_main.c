@@ -75,7 +75,7 @@ static const struct { const char *variant, *flags; } variants[] = {
     {"fp8-smooth", "--scheme fp8 --smooth"}, {"int8-sq", "--scheme int8-sq"}, {"int8-sq-dynamic", "--scheme int8-sq --act dynamic"},
     {"int8-static-nosmooth", "--scheme int8-sq --no-smooth"}, {"f32-smooth", "--scheme f32 --smooth"},
     {"fp8-kvfp8", "--scheme fp8 --kv fp8"}, {"bf16-kvfp8", "--scheme bf16 --kv fp8"}, {"f32-kvfp8", "--scheme f32 --kv fp8"},
-    {"int8-sq-kvfp8", "--scheme int8-sq --kv fp8"},
+    {"int8-sq-kvfp8", "--scheme int8-sq --kv fp8"}, {"f32-rotate", "--scheme f32 --rotate"}, {"int8-rotate", "--scheme int8 --rotate"},
 };
 static const char *model(const char *name, const char *variant) {
     char *out = path("%s/%s.%s.w8a8", OUT, name, variant);
@@ -84,9 +84,9 @@ static const char *model(const char *name, const char *variant) {
     snprintf(flags, sizeof flags, "--scheme %s", variant);
     for (size_t i = 0; i < sizeof variants / sizeof *variants; i++)
         if (!strcmp(variant, variants[i].variant)) {
-            const char *cal = calib_file(name);
+            const char *cal = strstr(variants[i].flags, "--rotate") ? "" : calib_file(name);   /* rotation needs no statistics */
             if (!cal) return NULL;
-            snprintf(flags, sizeof flags, "%s --calib-load %s", variants[i].flags, cal);
+            snprintf(flags, sizeof flags, "%s%s%s", variants[i].flags, cal[0] ? " --calib-load " : "", cal);
         }
     int rc;
     if (!strcmp(name, "stories260K"))
@@ -698,6 +698,15 @@ static void test_calibration(void) {
             for (int i = 0; i < 512 * n; i++) { d = fmax(d, fabs(la[i] - lb[i])); mx = fmax(mx, fabs(la[i])); }
         else d = 1e9;
         result(d <= 1e-5 * mx, "SmoothQuant folding (alpha 0.5) leaves f32 logits unchanged", "%d positions, max |diff| %.1e = %.1e x max |logit| (bound 1e-5)", n, d, d / mx);
+        /* and so does the Hadamard rotation of the residual stream (--rotate) */
+        w8a8_model *r = open_cpu(model("stories260K", "f32-rotate"), 1);
+        d = 0;
+        if (r && !all_logits(r, ids, n, lb))
+            for (int i = 0; i < 512 * n; i++) d = fmax(d, fabs(la[i] - lb[i]));
+        else d = 1e9;
+        result(d <= 1e-5 * mx && r && !(r->cfg.flags & W8A8_TIED_EMBEDDINGS), "--rotate (random Hadamard on the residual stream, folded) leaves f32 logits unchanged",
+               "%d positions, max |diff| %.1e = %.1e x max |logit| (bound 1e-5); embeddings untied", n, d, d / mx);
+        w8a8_close(r);
         free(la); free(lb);
     }
     w8a8_close(a); w8a8_close(b);
@@ -720,7 +729,8 @@ static void test_calibration(void) {
     w8a8_model *f = open_cpu(model("stories260K", "f32"), 1);
     double base = f ? text_ppl(f, text, 256) : NAN;
     w8a8_close(f);
-    const char *vs[] = {"fp8-static", "fp8-static-nosmooth", "fp8-smooth", "int8-sq", "int8-sq-dynamic", "int8-static-nosmooth", "fp8-kvfp8", "f32-kvfp8", "int8-sq-kvfp8"};
+    const char *vs[] = {"fp8-static", "fp8-static-nosmooth", "fp8-smooth", "int8-sq", "int8-sq-dynamic", "int8-static-nosmooth", "fp8-kvfp8", "f32-kvfp8",
+                        "int8-sq-kvfp8", "int8-rotate"};
     char line[1024] = "";
     ok = base > 0;
     for (size_t i = 0; i < sizeof vs / sizeof *vs; i++) {
@@ -744,6 +754,7 @@ static void test_calibration(void) {
         {"--scheme fp8 --kv int4", "--kv"},
         {"--scheme fp8-static --calib-load test/out/tinystories-656k.calib", "statistics of another model"},
         {"--scheme int8-sq --alpha auto --calib-load test/out/stories260K.calib", "--alpha auto scores each strength on the calibration text"},
+        {"--scheme int8-sq --rotate --calib-load test/out/stories260K.calib", "--rotate and SmoothQuant do not combine"},
     };
     /* --alpha auto picks a strength by perplexity on the calibration text */
     rc = sh("./convert %s/models/stories260K/stories260K.bin --tokenizer %s/models/stories260K/tok512.bin -o %s/auto.w8a8 --scheme int8-sq "

@@ -2,7 +2,7 @@
  *
  *   ./convert INPUT -o OUT [--scheme f32|bf16|fp8|int8|fp8-static|int8-sq] [--tokenizer FILE] [--quiet]
  *             [--act static|dynamic] [--smooth|--no-smooth] [--alpha A|auto] [--kv bf16|fp8]
- *             [--calib TEXT [--calib-tokens N] [--calib-save FILE] | --calib-load FILE] [--calib-cpu]
+ *             [--calib TEXT [--calib-tokens N] [--calib-save FILE] | --calib-load FILE] [--calib-cpu] [--rotate]
  *
  * Sections below, in the order the work flows: reading the sources (GGUF, safetensors incl. pre-quantized
  * FP8, llama2.c), tokenizers, quantization of a weight, the plan of the output file, calibration statistics
@@ -1003,6 +1003,8 @@ typedef struct {
     int smooth;             /* SmoothQuant: fold per-channel factors into the weights */
     float alpha;            /* its migration strength */
     int kv_fp8;             /* e4m3 KV cache with per-layer scales */
+    int rotate;             /* --rotate: the residual stream turned by a random Hadamard rotation (folded in) */
+    float *rot_signs;       /* its random signs [dim] */
     int direct_fp8;         /* the source is a pre-quantized FP8 checkpoint: copy its codes and scales */
     const float *stats;     /* calibration statistics (w8a8_calib_stats' layout), or NULL */
     planned *p; int np;
@@ -1052,7 +1054,7 @@ static void make_plan(conv *cv) {
     uint64_t D = c->dim, H = c->hidden_dim, qd = (uint64_t)c->n_heads * c->head_dim, kvd = (uint64_t)c->n_kv_heads * c->head_dim;
     char name[W8A8_NAME_MAX];
     plan_add(cv, "tok_embd", e16, c->vocab_size, D, P_EMBD, -1);
-    if (!(c->flags & W8A8_TIED_EMBEDDINGS)) plan_add(cv, "output", e16, c->vocab_size, D, P_OUTPUT, -1);
+    if (!(c->flags & W8A8_TIED_EMBEDDINGS) || cv->rotate) plan_add(cv, "output", e16, c->vocab_size, D, P_OUTPUT, -1);
     plan_add(cv, "out_norm", W8A8_DT_F32, D, 0, P_OUT_NORM, -1);
     for (uint32_t l = 0; l < c->n_layers; l++) {
         snprintf(name, sizeof name, "blk.%u.attn_norm", l); plan_add(cv, name, W8A8_DT_F32, D, 0, P_ATTN_NORM, l);
@@ -1154,6 +1156,40 @@ static void *produce_fp8(conv *cv, const planned *p) {
 /* The smoothing factors of layer l (computed once per layer: the weights are read for their column maxima). */
 static void smooth_layer(conv *cv, int l);
 
+/* --- Rotation of the residual stream (--rotate, QuaRot's offline part) ---
+ * With Q = diag(signs) H / sqrt(dim) (H the Walsh-Hadamard matrix, so Q is orthogonal) the model can run on
+ * x Q instead of x: RMSNorm(x Q) = RMSNorm(x) Q once the norms' gains are folded into the linears after them,
+ * a linear that reads the stream becomes W Q (each row turned), one that writes it Q^T W (each column
+ * turned), the embeddings E Q, the LM head (W_h diag(g_out)) Q. Nothing changes at run time; the rotation
+ * spreads an outlier channel over all of them, which the per-token activation scales then take better. */
+static void fwht(float *v, int n) {   /* in place, unnormalized */
+    for (int h = 1; h < n; h <<= 1)
+        for (int i = 0; i < n; i += 2 * h)
+            for (int j = i; j < i + h; j++) { float a = v[j], b = v[j + h]; v[j] = a + b; v[j + h] = a - b; }
+}
+static void rotate_rows(const conv *cv, float *w, uint64_t rows, uint64_t dim) {   /* w <- w Q */
+    float norm = 1.0f / sqrtf((float)dim);
+    for (uint64_t r = 0; r < rows; r++) {
+        float *row = w + r * dim;
+        for (uint64_t j = 0; j < dim; j++) row[j] *= cv->rot_signs[j];
+        fwht(row, (int)dim);
+        for (uint64_t j = 0; j < dim; j++) row[j] *= norm;
+    }
+}
+static void rotate_cols(const conv *cv, float *w, uint64_t dim, uint64_t cols) {   /* w [dim][cols] <- Q^T w */
+    float *col = xmalloc(sizeof(float) * dim), norm = 1.0f / sqrtf((float)dim);
+    for (uint64_t c = 0; c < cols; c++) {
+        for (uint64_t j = 0; j < dim; j++) col[j] = w[j * cols + c] * cv->rot_signs[j];
+        fwht(col, (int)dim);
+        for (uint64_t j = 0; j < dim; j++) w[j * cols + c] = col[j] * norm;
+    }
+    FREE(col);
+}
+static void scale_cols(float *w, uint64_t rows, uint64_t cols, const float *g) {
+    for (uint64_t r = 0; r < rows; r++)
+        for (uint64_t j = 0; j < cols; j++) w[r * cols + j] *= g[j];
+}
+
 /* Produces one planned tensor's bytes. */
 static void *produce(conv *cv, const planned *p) {
     const w8a8_config *c = &cv->c;
@@ -1169,11 +1205,24 @@ static void *produce(conv *cv, const planned *p) {
                                    ? "model.embed_tokens.weight" : "lm_head.weight", rows, cols);
         kind = K_EMBD;
         break;
-    case P_OUTPUT: w = src_read(&cv->src, "lm_head.weight", rows, cols); kind = K_EMBD; break;
-    case P_OUT_NORM: return src_read(&cv->src, "model.norm.weight", rows, 0);
+    case P_OUTPUT:   /* rotated: untied, the final norm's gains folded in */
+        w = src_read(&cv->src, src_has(&cv->src, "lm_head.weight") ? "lm_head.weight" : "model.embed_tokens.weight", rows, cols);
+        if (cv->rotate) {
+            float *g = src_read(&cv->src, "model.norm.weight", cols, 0);
+            scale_cols(w, rows, cols, g);
+            FREE(g);
+        }
+        kind = K_EMBD;
+        break;
+    case P_OUT_NORM: {
+        float *g = src_read(&cv->src, "model.norm.weight", rows, 0);
+        if (cv->rotate) for (uint64_t j = 0; j < rows; j++) g[j] = 1.0f;
+        return g;
+    }
     case P_ATTN_NORM: case P_FFN_NORM: {   /* smoothing: the norm's gains divide its output's channels */
         float *g = read_layer(cv, l, p->what == P_ATTN_NORM ? "input_layernorm.weight" : "post_attention_layernorm.weight", rows, 0);
         if (cv->smooth) for (uint64_t j = 0; j < rows; j++) g[j] /= sm[p->what == P_ATTN_NORM ? 0 : 2][j];
+        if (cv->rotate) for (uint64_t j = 0; j < rows; j++) g[j] = 1.0f;   /* folded into qkv / w13 */
         return g;
     }
     case P_Q_NORM: case P_K_NORM: {
@@ -1256,6 +1305,15 @@ static void *produce(conv *cv, const planned *p) {
         s[0] = amax > 0 ? amax / 448.0f : 1.0f;
         return s;
     }
+    }
+    if (cv->rotate) {
+        if (p->what == P_EMBD || p->what == P_OUTPUT) rotate_rows(cv, w, rows, cols);
+        else if (p->what == P_QKV || p->what == P_W13) {
+            float *g = read_layer(cv, l, p->what == P_QKV ? "input_layernorm.weight" : "post_attention_layernorm.weight", D, 0);
+            scale_cols(w, rows, cols, g);
+            FREE(g);
+            rotate_rows(cv, w, rows, cols);
+        } else rotate_cols(cv, w, rows, cols);   /* wo, w2 write the stream */
     }
     /* embeddings and the LM head stay 16-bit in the quantized schemes */
     int sch = kind == K_EMBD ? (cv->scheme == W8A8_F32 ? W8A8_F32 : W8A8_BF16) : cv->scheme;
@@ -1552,6 +1610,8 @@ static void usage(void) {
             "  --calib-tokens N   tokens of it to run (default 4096)\n"
             "  --calib-save FILE  save the statistics; --calib-load FILE  reuse them instead of --calib\n"
             "  --calib-cpu        calibrate on the CPU reference (f32) even where there is a GPU\n"
+            "  --rotate           turn the residual stream by a random Hadamard rotation (folded into the weights;\n"
+            "                     spreads outlier channels without calibration; dim a power of two)\n"
             "  --tokenizer FILE   a llama2.c tokenizer.bin, used instead of tokenizer.json\n"
             "  --quiet            no progress, no summary\n");
     exit(2);
@@ -1562,6 +1622,7 @@ static uint64_t write_model(conv *cv, const tok_build *tb, const char *out, cons
     cv->c.scheme = cv->scheme;
     cv->c.act_scales = cv->act_static ? W8A8_ACT_STATIC : W8A8_ACT_DYNAMIC;
     cv->c.kv_dtype = cv->kv_fp8 ? W8A8_KV_FP8 : W8A8_KV_16;
+    if (cv->rotate) cv->c.flags &= ~(uint32_t)W8A8_TIED_EMBEDDINGS;   /* the LM head gets the final norm folded in */
     cv->src.c = cv->c;
     cv->sm_layer = -1;
     memset(cv->err, 0, sizeof cv->err);
@@ -1798,7 +1859,7 @@ static float choose_alpha(conv *cv, const tok_build *tb, const char *out, const 
 int main(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *tokpath = NULL, *scheme = "fp8", *act = NULL, *kv = "bf16";
     const char *calib_text = NULL, *calib_save_path = NULL, *calib_load_path = NULL, *alpha_s = NULL;
-    int vocab_only = 0, synthetic = 0, smooth = -1, calib_tokens = 4096, calib_cpu = 0;
+    int vocab_only = 0, synthetic = 0, smooth = -1, calib_tokens = 4096, calib_cpu = 0, rotate = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--scheme") && i + 1 < argc) scheme = argv[++i];
@@ -1817,6 +1878,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--calib-save") && i + 1 < argc) calib_save_path = argv[++i];
         else if (!strcmp(argv[i], "--calib-load") && i + 1 < argc) calib_load_path = argv[++i];
         else if (!strcmp(argv[i], "--calib-cpu")) calib_cpu = 1;
+        else if (!strcmp(argv[i], "--rotate")) rotate = 1;
         else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokpath = argv[++i];
         else if (!strcmp(argv[i], "--quiet")) g_quiet = 1;
         else if (!strcmp(argv[i], "--vocab-only")) vocab_only = 1;
@@ -1908,7 +1970,17 @@ int main(int argc, char **argv) {
     const st_tensor *q0 = cv.src.kind == SRC_ST ? st_find(&cv.src, "model.layers.0.self_attn.q_proj.weight") : NULL;
     int fp8_source = q0 && q0->dtype == ST_F8;
     int have_stats = calib_text || calib_load_path;
-    if (fp8_source && cv.scheme == W8A8_FP8 && !cv.smooth) {
+    if (rotate) {   /* a random Hadamard rotation of the residual stream, folded into the weights */
+        uint32_t D = cv.c.dim;
+        if (D & (D - 1)) die("--rotate uses a Hadamard rotation: dim %u is not a power of two", D);
+        if (cv.smooth) die("--rotate and SmoothQuant do not combine here: choose one (--no-smooth with fp8-static / int8-sq)");
+        if (calib_load_path) die("--rotate changes every linear input: calibrate the rotated model with --calib, not --calib-load");
+        cv.rotate = 1;
+        cv.rot_signs = xmalloc(sizeof(float) * D);
+        uint64_t z = 0x243f6a8885a308d3ull;
+        for (uint32_t j = 0; j < D; j++) { z = z * 6364136223846793005ull + 1442695040888963407ull; cv.rot_signs[j] = (z >> 63) ? -1.0f : 1.0f; }
+    }
+    if (fp8_source && cv.scheme == W8A8_FP8 && !cv.smooth && !cv.rotate) {
         cv.direct_fp8 = 1;
         /* the checkpoint's static input scales are used when it has them, unless told otherwise */
         if (!act && !have_stats) {
@@ -1935,8 +2007,8 @@ int main(int argc, char **argv) {
     if (alpha_auto) cv.alpha = choose_alpha(&cv, &tb, out, calib_text, calib_tokens < 4096 ? calib_tokens : 4096);
     uint64_t file_bytes = write_model(&cv, &tb, out, "converting");
     if (!g_quiet) {
-        fprintf(stderr, "wrote %s: %s (%s activation scales%s%s), %u layers, dim %u, vocab %u, %.1f MiB\n", out, scheme,
-                cv.act_static ? "static" : "dynamic", cv.smooth ? ", SmoothQuant" : "", cv.kv_fp8 ? ", fp8 KV cache" : "",
+        fprintf(stderr, "wrote %s: %s (%s activation scales%s%s%s), %u layers, dim %u, vocab %u, %.1f MiB\n", out, scheme,
+                cv.act_static ? "static" : "dynamic", cv.smooth ? ", SmoothQuant" : "", cv.rotate ? ", rotated" : "", cv.kv_fp8 ? ", fp8 KV cache" : "",
                 cv.c.n_layers, cv.c.dim, cv.c.vocab_size, file_bytes / 1048576.0);
         fprintf(stderr, "quantization error (relative RMS, ||w - dequant(q(w))|| / ||w||):\n");
         for (int k = 0; k < K_N; k++)

@@ -42,6 +42,7 @@ ROWS=("f32:--scheme f32" "bf16:--scheme bf16" "fp8:--scheme fp8" "fp8 --smooth:-
       "fp8-static --alpha auto:--scheme fp8-static --alpha auto"
       "int8:--scheme int8" "int8-sq --act dynamic:--scheme int8-sq --act dynamic"
       "int8-sq --no-smooth:--scheme int8-sq --no-smooth" "int8-sq:--scheme int8-sq" "int8-sq --alpha auto:--scheme int8-sq --alpha auto"
+      "fp8 --rotate:--scheme fp8 --rotate" "int8 --rotate:--scheme int8 --rotate"
       "bf16 --kv fp8:--scheme bf16 --kv fp8" "fp8 --kv fp8:--scheme fp8 --kv fp8" "int8-sq --kv fp8:--scheme int8-sq --kv fp8")
 echo "| model | text | scheme | weights | perplexity | Δ | time |"
 echo "|---|---|---|---|---|---|---|"
