@@ -50,7 +50,8 @@ H=$S/corpus/tinystories-holdout.txt
 table stories260K "$S/models/stories260K/stories260K.bin" "--tokenizer $S/models/stories260K/tok512.bin" "$S/corpus/tinystories-dev.txt" 512 "$H" "${ROWS[@]}"
 table tinystories-656k "$S/models/tinystories-656k" "" "$S/corpus/tinystories-dev.txt" 512 "$H" "${ROWS[@]}"
 G="$M/SmolLM2-135M-Instruct.Q4_1.gguf"
-if [ -f "$G" ] && ! ./run "$O/stories260K.bf16.w8a8" -n 1 2>&1 | grep -q "CPU reference"; then
+where=$(./run "$O/stories260K.bf16.w8a8" -n 1 2>&1 >/dev/null || true)   # which device runs the models
+if [ -f "$G" ] && ! grep -q "CPU reference" <<< "$where"; then
   for T in wikitext-2-test.raw tinystories-holdout.txt; do
     table smollm2-135m "$G" "" "$S/corpus/$T" 1024 "$S/corpus/tinyshakespeare.txt" "${ROWS[@]:1}"
   done
