@@ -1542,37 +1542,39 @@ static int cuda_load(void) {
     char tried[256];
     void *h = dlopen_first(names, tried, sizeof tried);
     if (!h) return fail(W8A8_ERR_GPU, "no CUDA driver (libcuda.so.1 not found): no NVIDIA GPU here, or its driver is not installed");
-    struct { void **fn; const char *name; } syms[] = {
-        {(void **)&cu.Init, "cuInit"}, {(void **)&cu.DriverGetVersion, "cuDriverGetVersion"},
-        {(void **)&cu.GetErrorString, "cuGetErrorString"}, {(void **)&cu.DeviceGetCount, "cuDeviceGetCount"},
-        {(void **)&cu.DeviceGet, "cuDeviceGet"}, {(void **)&cu.DeviceGetName, "cuDeviceGetName"},
-        {(void **)&cu.DeviceGetAttribute, "cuDeviceGetAttribute"}, {(void **)&cu.DevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain"},
-        {(void **)&cu.DevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2"}, {(void **)&cu.CtxSetCurrent, "cuCtxSetCurrent"},
-        {(void **)&cu.ModuleLoadData, "cuModuleLoadData"}, {(void **)&cu.ModuleUnload, "cuModuleUnload"},
-        {(void **)&cu.ModuleGetFunction, "cuModuleGetFunction"}, {(void **)&cu.MemAlloc, "cuMemAlloc_v2"},
-        {(void **)&cu.MemFree, "cuMemFree_v2"}, {(void **)&cu.MemGetInfo, "cuMemGetInfo_v2"},
-        {(void **)&cu.MemcpyHtoD, "cuMemcpyHtoD_v2"}, {(void **)&cu.MemcpyDtoH, "cuMemcpyDtoH_v2"},
-        {(void **)&cu.MemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2"}, {(void **)&cu.MemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2"},
-        {(void **)&cu.MemsetD8, "cuMemsetD8_v2"}, {(void **)&cu.StreamCreate, "cuStreamCreate"},
-        {(void **)&cu.StreamDestroy, "cuStreamDestroy_v2"}, {(void **)&cu.StreamSynchronize, "cuStreamSynchronize"},
-        {(void **)&cu.LaunchKernel, "cuLaunchKernel"},
+#define REQ(f, name) {(void **)&cu.f, name, 0}
+#define OPT(f, name) {(void **)&cu.f, name, 1}
+    struct { void **fn; const char *name; int optional; } syms[] = {
+        REQ(Init, "cuInit"), REQ(DriverGetVersion, "cuDriverGetVersion"),
+        REQ(GetErrorString, "cuGetErrorString"), REQ(DeviceGetCount, "cuDeviceGetCount"),
+        REQ(DeviceGet, "cuDeviceGet"), REQ(DeviceGetName, "cuDeviceGetName"),
+        REQ(DeviceGetAttribute, "cuDeviceGetAttribute"), REQ(DevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain"),
+        REQ(DevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2"), REQ(CtxSetCurrent, "cuCtxSetCurrent"),
+        REQ(ModuleLoadData, "cuModuleLoadData"), REQ(ModuleUnload, "cuModuleUnload"),
+        REQ(ModuleGetFunction, "cuModuleGetFunction"), REQ(MemAlloc, "cuMemAlloc_v2"),
+        REQ(MemFree, "cuMemFree_v2"), REQ(MemGetInfo, "cuMemGetInfo_v2"),
+        REQ(MemcpyHtoD, "cuMemcpyHtoD_v2"), REQ(MemcpyDtoH, "cuMemcpyDtoH_v2"),
+        REQ(MemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2"), REQ(MemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2"),
+        REQ(MemsetD8, "cuMemsetD8_v2"), REQ(StreamCreate, "cuStreamCreate"),
+        REQ(StreamDestroy, "cuStreamDestroy_v2"), REQ(StreamSynchronize, "cuStreamSynchronize"),
+        REQ(LaunchKernel, "cuLaunchKernel"),
+        /* optional: CUDA graphs and events (the engine works without them; see use_graphs, prof) */
+        OPT(StreamBeginCapture, "cuStreamBeginCapture_v2"), OPT(StreamEndCapture, "cuStreamEndCapture"),
+        OPT(GraphInstantiateWithFlags, "cuGraphInstantiateWithFlags"), OPT(GraphLaunch, "cuGraphLaunch"),
+        OPT(GraphExecDestroy, "cuGraphExecDestroy"), OPT(GraphDestroy, "cuGraphDestroy"),
+        OPT(EventCreate, "cuEventCreate"), OPT(EventRecord, "cuEventRecord"),
+        OPT(EventSynchronize, "cuEventSynchronize"), OPT(EventElapsedTime, "cuEventElapsedTime"),
+        OPT(EventDestroy, "cuEventDestroy_v2"),
     };
+#undef REQ
+#undef OPT
     cu.lib = h;
     for (size_t i = 0; i < sizeof syms / sizeof *syms; i++)
-        if (!(*syms[i].fn = dlsym(h, syms[i].name))) {
+        if (!(*syms[i].fn = dlsym(h, syms[i].name)) && !syms[i].optional) {
             snprintf(why, sizeof why, "the CUDA driver lacks %s (too old a driver?)", syms[i].name);
             cu.init_rc = 1;
             return fail(W8A8_ERR_GPU, "%s", why);
         }
-    struct { void **fn; const char *name; } opt[] = {
-        {(void **)&cu.StreamBeginCapture, "cuStreamBeginCapture_v2"}, {(void **)&cu.StreamEndCapture, "cuStreamEndCapture"},
-        {(void **)&cu.GraphInstantiateWithFlags, "cuGraphInstantiateWithFlags"}, {(void **)&cu.GraphLaunch, "cuGraphLaunch"},
-        {(void **)&cu.GraphExecDestroy, "cuGraphExecDestroy"}, {(void **)&cu.GraphDestroy, "cuGraphDestroy"},
-        {(void **)&cu.EventCreate, "cuEventCreate"}, {(void **)&cu.EventRecord, "cuEventRecord"},
-        {(void **)&cu.EventSynchronize, "cuEventSynchronize"}, {(void **)&cu.EventElapsedTime, "cuEventElapsedTime"},
-        {(void **)&cu.EventDestroy, "cuEventDestroy_v2"},
-    };
-    for (size_t i = 0; i < sizeof opt / sizeof *opt; i++) *opt[i].fn = dlsym(h, opt[i].name);
     CUresult r = cu.Init(0);
     int n = 0;
     if (!r) r = cu.DeviceGetCount(&n);
@@ -1983,12 +1985,12 @@ static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
     if ((r = cu.MemcpyHtoDAsync(g->tok, tok, sizeof(int) * n, g->stream)) || (r = cu.MemcpyHtoDAsync(g->seq, seq, sizeof(int) * n, g->stream)) ||
         (r = cu.MemcpyHtoDAsync(g->pos, pos, sizeof(int) * n, g->stream)) || (r = cu.MemcpyHtoDAsync(g->rows, rows, sizeof(int) * n_out, g->stream)))
         return fail(W8A8_ERR_GPU, "copying a batch to the GPU: %s", cu_str(r));
-    int all_splits = (m->max_ctx + ATT_CHUNK - 1) / ATT_CHUNK;
-    if (!g->use_graphs || n_out != n || m->calib) return gpu_launch_forward(m, n, n_out, maxpos / ATT_CHUNK + 1);
     gpu_graph *gr = NULL;
     for (int i = 0; i < g->n_graphs && !gr; i++) if (g->graphs[i].n == n) gr = &g->graphs[i];
+    if (!g->use_graphs || n_out != n || m->calib || (!gr && g->n_graphs == MAX_GRAPHS))   /* launch by launch */
+        return gpu_launch_forward(m, n, n_out, maxpos / ATT_CHUNK + 1);
     if (!gr) {
-        if (g->n_graphs == MAX_GRAPHS) return gpu_launch_forward(m, n, n_out, maxpos / ATT_CHUNK + 1);
+        int all_splits = (m->max_ctx + ATT_CHUNK - 1) / ATT_CHUNK;
         CUgraph graph = NULL;
         CUgraphExec exec = NULL;
         if ((r = cu.StreamBeginCapture(g->stream, CU_STREAM_CAPTURE_MODE_RELAXED)))
