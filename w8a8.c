@@ -1187,11 +1187,10 @@ static void attention_head_gpu_order(float *out, const float *q, const float *kb
 }
 
 /* Calibration: where each statistic of layer l starts (see w8a8_calib_stats in w8a8.h). */
-enum { CAL_QKV, CAL_O, CAL_W13, CAL_W2, CAL_K, CAL_V, CAL_N };
-static size_t calib_offset(const w8a8_config *c, uint32_t l, int what) {
+size_t w8a8_calib_offset(const w8a8_config *c, uint32_t l, int what) {
     size_t D = c->dim, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    size_t len[CAL_N] = {D, qd, D, c->hidden_dim, kvd, kvd}, off = 0, per_layer = 0;
-    for (int i = 0; i < CAL_N; i++) { if (i < what) off += len[i]; per_layer += len[i]; }
+    size_t len[W8A8_CAL_PARTS] = {D, qd, D, c->hidden_dim, kvd, kvd}, off = 0, per_layer = 0;
+    for (int i = 0; i < W8A8_CAL_PARTS; i++) { if (i < what) off += len[i]; per_layer += len[i]; }
     return l * per_layer + off;
 }
 static void calib_absmax(float *dst, const float *x, int rows, int cols) {
@@ -1261,7 +1260,7 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
         float *kc = cs->k_cache + l * layer_stride, *vc = cs->v_cache + l * layer_stride;
         /* attention: norm, q k v, RoPE, cache, softmax(q k / sqrt(d)) v, output projection */
         for (int r = 0; r < n; r++) norm(xb + r * D, x + r * D, L->attn_norm, D, c->norm_eps);
-        if (m->calib) calib_absmax(m->calib + calib_offset(c, l, CAL_QKV), xb, n, D);
+        if (m->calib) calib_absmax(m->calib + w8a8_calib_offset(c, l, W8A8_CAL_QKV), xb, n, D);
         linear_forward(sch, &L->qkv, xb, n, y, q, s, wbuf);
         for (int r = 0; r < n; r++) {
             float *qkv = y + (size_t)r * qkvd, *qh = qkv, *kh = qkv + qd, *vh = qkv + qd + kvd;
@@ -1281,8 +1280,8 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
             rope_rotate(kh, nkv, hd, rc, rs);
             if (r16) for (int j = 0; j < qd + kvd; j++) qkv[j] = round_bf16(qkv[j]);
             if (m->calib) {
-                calib_absmax(m->calib + calib_offset(c, l, CAL_K), kh, 1, kvd);
-                calib_absmax(m->calib + calib_offset(c, l, CAL_V), vh, 1, kvd);
+                calib_absmax(m->calib + w8a8_calib_offset(c, l, W8A8_CAL_K), kh, 1, kvd);
+                calib_absmax(m->calib + w8a8_calib_offset(c, l, W8A8_CAL_V), vh, 1, kvd);
             }
             float *kdst = kc + seq[r] * seq_stride + (size_t)pos[r] * kvd, *vdst = vc + seq[r] * seq_stride + (size_t)pos[r] * kvd;
             for (int j = 0; j < kvd; j++) { kdst[j] = kv_round(kh[j], L->k_scale); vdst[j] = kv_round(vh[j], L->v_scale); }
@@ -1310,12 +1309,12 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
                     for (int i = 0; i < hd; i++) oh[i] += att[t] * vb[(size_t)t * kvd + i];
             }
         }
-        if (m->calib) calib_absmax(m->calib + calib_offset(c, l, CAL_O), xb, n, qd);
+        if (m->calib) calib_absmax(m->calib + w8a8_calib_offset(c, l, W8A8_CAL_O), xb, n, qd);
         linear_forward(sch, &L->o, xb, n, y, q, s, wbuf);
         for (int i = 0; i < n * D; i++) x[i] += y[i];
         /* feed-forward: norm, gate and up, silu(gate) * up, down */
         for (int r = 0; r < n; r++) norm(xb + r * D, x + r * D, L->ffn_norm, D, c->norm_eps);
-        if (m->calib) calib_absmax(m->calib + calib_offset(c, l, CAL_W13), xb, n, D);
+        if (m->calib) calib_absmax(m->calib + w8a8_calib_offset(c, l, W8A8_CAL_W13), xb, n, D);
         linear_forward(sch, &L->w13, xb, n, y, q, s, wbuf);
         for (int r = 0; r < n; r++) {
             float *g = y + (size_t)r * 2 * H, *u = g + H, *hb = xb + (size_t)r * H;
@@ -1324,7 +1323,7 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
                 hb[j] = r16 ? silu_gpu_order(gv) * uv : silu(gv) * uv;
             }
         }
-        if (m->calib) calib_absmax(m->calib + calib_offset(c, l, CAL_W2), xb, n, H);
+        if (m->calib) calib_absmax(m->calib + w8a8_calib_offset(c, l, W8A8_CAL_W2), xb, n, H);
         linear_forward(sch, &L->w2, xb, n, y, q, s, wbuf);
         for (int i = 0; i < n * D; i++) x[i] += y[i];
     }
@@ -1943,25 +1942,25 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
         void *a_n2[] = {&g->x, &null, &L->ffn_norm, &eps, &D, &K13, &mode, &s_13, &g->act, &g->act_s};
         void *a_silu[] = {&g->h13, &H, &K2, &mode, &s_2, &g->act, &g->act_s};
         /* calibration (bf16 scheme): each linear's input as quantized (bf16), the keys and values as cached */
-#define CALIB(what, src, cols, ld, sq, ps) (m->calib ? calib_gpu(g, calib_offset(c, l, what), src, cols, ld, sq, ps, ctx, n) : 0)
+#define CALIB(what, src, cols, ld, sq, ps) (m->calib ? calib_gpu(g, w8a8_calib_offset(c, l, what), src, cols, ld, sq, ps, ctx, n) : 0)
         rc = launch(g, F_RMSNORM, n, 1, 1, 256, a_n1);
-        if (!rc) rc = CALIB(CAL_QKV, g->act, D, Kq, 0, 0);
+        if (!rc) rc = CALIB(W8A8_CAL_QKV, g->act, D, Kq, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->qkv, n, 0, g->qkv, qd + 2 * kvd);
         if (!rc) rc = launch(g, F_ROPE, n, 1, 1, 128, a_rope);
-        if (!rc) rc = CALIB(CAL_K, kc, kvd, kvd, g->seq, g->pos);
-        if (!rc) rc = CALIB(CAL_V, vc, kvd, kvd, g->seq, g->pos);
+        if (!rc) rc = CALIB(W8A8_CAL_K, kc, kvd, kvd, g->seq, g->pos);
+        if (!rc) rc = CALIB(W8A8_CAL_V, vc, kvd, kvd, g->seq, g->pos);
         if (!rc) rc = launch(g, F_ATTN, n, nh, splits, 128, a_attn);
         if (!rc) rc = launch(g, F_ATTN_COMBINE, n, nh, 1, 32, a_comb);
         /* quantize_rows and silu_mul_quant: 1024 threads a row (a max and elementwise work: the result does not
          * depend on the block size, unlike rmsnorm_quant's sum, whose order the CPU reference follows) */
         if (!rc) rc = launch(g, F_QUANT, n, 1, 1, 1024, a_q);
-        if (!rc) rc = CALIB(CAL_O, g->act, qd, Ko, 0, 0);
+        if (!rc) rc = CALIB(W8A8_CAL_O, g->act, qd, Ko, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->o, n, 1, g->x, D);
         if (!rc) rc = launch(g, F_RMSNORM, n, 1, 1, 256, a_n2);
-        if (!rc) rc = CALIB(CAL_W13, g->act, D, K13, 0, 0);
+        if (!rc) rc = CALIB(W8A8_CAL_W13, g->act, D, K13, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->w13, n, 0, g->h13, 2 * H);
         if (!rc) rc = launch(g, F_SILU, n, 1, 1, 1024, a_silu);
-        if (!rc) rc = CALIB(CAL_W2, g->act, H, K2, 0, 0);
+        if (!rc) rc = CALIB(W8A8_CAL_W2, g->act, H, K2, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->w2, n, 1, g->x, D);
 #undef CALIB
     }
@@ -2476,7 +2475,7 @@ int w8a8_score(w8a8_model *m, int seq, const int *ids, int n, double *nll_sum, i
 }
 
 /* --- calibration --- */
-size_t w8a8_calib_size(const w8a8_model *m) { return m && is_live(m) ? calib_offset(&m->cfg, m->cfg.n_layers, 0) : 0; }
+size_t w8a8_calib_size(const w8a8_model *m) { return m && is_live(m) ? w8a8_calib_offset(&m->cfg, m->cfg.n_layers, 0) : 0; }
 
 int w8a8_calibrate(w8a8_model *m, int on) {
     CHECK_MODEL(m);

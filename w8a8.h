@@ -225,6 +225,10 @@ int w8a8_score(w8a8_model *m, int seq, const int *ids, int n, double *nll_sum, i
  * w8a8_calibrate(m, 1) clears them and starts; (m, 0) stops and drops them. w8a8_calib_stats copies them out
  * (n_floats must be at least w8a8_calib_size(m)). Runs on the GPU for the bf16 scheme, on the CPU for any. */
 int w8a8_calibrate(w8a8_model *m, int on);
+/* Where statistic `what` of layer `layer` starts (layer = n_layers, what = 0: the total), for a config alone
+ * (convert uses it on statistics saved earlier). */
+enum w8a8_calib_part { W8A8_CAL_QKV, W8A8_CAL_O, W8A8_CAL_W13, W8A8_CAL_W2, W8A8_CAL_K, W8A8_CAL_V, W8A8_CAL_PARTS };
+size_t w8a8_calib_offset(const w8a8_config *c, uint32_t layer, int what);
 size_t w8a8_calib_size(const w8a8_model *m);
 int w8a8_calib_stats(w8a8_model *m, float *out, size_t n_floats);
 

@@ -1084,16 +1084,11 @@ static float *read_layer(conv *cv, int l, const char *what, uint64_t rows, uint6
 /* --- Calibration statistics and SmoothQuant ---
  * The statistics are the engine's (w8a8_calib_stats): per layer, the per-channel absolute maxima of the inputs
  * of qkv, o, w13 and w2, then of the keys and values. */
-enum { CAL_QKV, CAL_O, CAL_W13, CAL_W2, CAL_K, CAL_V };
-static const float *stat_of(const conv *cv, int l, int what) {
-    const w8a8_config *c = &cv->c;
-    size_t D = c->dim, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    size_t len[6] = {D, qd, D, c->hidden_dim, kvd, kvd}, off = 0, per = 0;
-    for (int i = 0; i < 6; i++) { if (i < what) off += len[i]; per += len[i]; }
-    return cv->stats + l * per + off;
-}
-static size_t stats_size(const w8a8_config *c) {
-    return (size_t)c->n_layers * (2 * c->dim + c->n_heads * c->head_dim + c->hidden_dim + 2 * c->n_kv_heads * c->head_dim);
+static const float *stat_of(const conv *cv, int l, int what) { return cv->stats + w8a8_calib_offset(&cv->c, l, what); }
+static size_t stats_size(const w8a8_config *c) { return w8a8_calib_offset(c, c->n_layers, 0); }
+/* o's input channel h * head_dim + d reads v's channel (h / group) * head_dim + d (GQA) */
+static uint64_t kv_channel(const w8a8_config *c, uint64_t j) {
+    return (j / c->head_dim / (c->n_heads / c->n_kv_heads)) * c->head_dim + j % c->head_dim;
 }
 
 /* max |w[r][j]| over rows, into cmax[j] (kept if larger) */
@@ -1195,7 +1190,7 @@ static void *produce(conv *cv, const planned *p) {
     const w8a8_config *c = &cv->c;
     uint64_t rows = p->e.shape[0], cols = p->e.shape[1], D = c->dim, H = c->hidden_dim;
     uint64_t qd = (uint64_t)c->n_heads * c->head_dim, kvd = (uint64_t)c->n_kv_heads * c->head_dim;
-    int l = p->layer, hf = cv->src.rotate_half, kind = -1, group = c->n_heads / c->n_kv_heads;
+    int l = p->layer, hf = cv->src.rotate_half, kind = -1;
     float *w = NULL;
     if (l >= 0 && cv->smooth) smooth_layer(cv, l);
     float *const *sm = cv->sm;
@@ -1259,7 +1254,7 @@ static void *produce(conv *cv, const planned *p) {
             w = read_layer(cv, l, "self_attn.o_proj.weight", D, qd);
             if (cv->smooth)   /* o's input channel h hd + d is v's channel (h / group) hd + d */
                 for (uint64_t r = 0; r < D; r++)
-                    for (uint64_t j = 0; j < qd; j++) w[r * qd + j] *= sm[1][(j / c->head_dim / group) * c->head_dim + j % c->head_dim];
+                    for (uint64_t j = 0; j < qd; j++) w[r * qd + j] *= sm[1][kv_channel(c, j)];
             kind = K_WO;
         } else if (p->what == P_W13) {
             float *g = read_layer(cv, l, "mlp.gate_proj.weight", H, D), *u = read_layer(cv, l, "mlp.up_proj.weight", H, D);
@@ -1289,10 +1284,10 @@ static void *produce(conv *cv, const planned *p) {
             s[0] = cv->ckpt_in_scale[which];
             return s;
         }
-        const float *a = stat_of(cv, l, which == 0 ? CAL_QKV : which == 1 ? CAL_O : which == 2 ? CAL_W13 : CAL_W2);
+        const float *a = stat_of(cv, l, which);   /* W8A8_CAL_QKV .. W8A8_CAL_W2 are 0 .. 3, as `which` */
         uint64_t n = which == 1 ? qd : which == 3 ? H : D;
         for (uint64_t j = 0; j < n; j++) {
-            float f = !cv->smooth ? 1.0f : which == 1 ? sm[1][(j / c->head_dim / group) * c->head_dim + j % c->head_dim] : sm[which][j];
+            float f = !cv->smooth ? 1.0f : which == 1 ? sm[1][kv_channel(c, j)] : sm[which][j];
             amax = fmaxf(amax, a[j] / f);
         }
         s[0] = amax > 0 ? amax / qmax : 1.0f;
@@ -1300,7 +1295,7 @@ static void *produce(conv *cv, const planned *p) {
     }
     case P_K_SCALE: case P_V_SCALE: {   /* the cache's scales: the largest key (value, as smoothed) at 448 */
         float *s = xmalloc(sizeof(float)), amax = 0;
-        const float *a = stat_of(cv, l, p->what == P_K_SCALE ? CAL_K : CAL_V);
+        const float *a = stat_of(cv, l, p->what == P_K_SCALE ? W8A8_CAL_K : W8A8_CAL_V);
         for (uint64_t j = 0; j < kvd; j++) amax = fmaxf(amax, a[j] / (p->what == P_V_SCALE && cv->smooth ? sm[1][j] : 1.0f));
         s[0] = amax > 0 ? amax / 448.0f : 1.0f;
         return s;
@@ -1329,7 +1324,6 @@ static void smooth_layer(conv *cv, int l) {
     if (cv->sm_layer == l) return;
     const w8a8_config *c = &cv->c;
     uint64_t D = c->dim, H = c->hidden_dim, hd = c->head_dim, qd = (uint64_t)c->n_heads * hd, kvd = (uint64_t)c->n_kv_heads * hd;
-    int group = c->n_heads / c->n_kv_heads;
     uint64_t len[4] = {D, kvd, D, H};
     float *wmax[4], *xmax_o = xcalloc(kvd, sizeof(float));
     for (int i = 0; i < 4; i++) {
@@ -1346,9 +1340,9 @@ static void smooth_layer(conv *cv, int l) {
     }
     float *w = read_layer(cv, l, "self_attn.o_proj.weight", D, qd), *cm = xcalloc(qd, sizeof(float));
     col_absmax(w, D, qd, cm);
-    const float *xo = stat_of(cv, l, CAL_O);
+    const float *xo = stat_of(cv, l, W8A8_CAL_O);
     for (uint64_t j = 0; j < qd; j++) {   /* the heads sharing a kv head share its factors */
-        uint64_t k = (j / hd / group) * hd + j % hd;
+        uint64_t k = kv_channel(c, j);
         wmax[1][k] = fmaxf(wmax[1][k], cm[j]);
         xmax_o[k] = fmaxf(xmax_o[k], xo[j]);
     }
@@ -1358,7 +1352,7 @@ static void smooth_layer(conv *cv, int l) {
     w = read_layer(cv, l, "mlp.down_proj.weight", D, H);
     col_absmax(w, D, H, wmax[3]);
     FREE(w);
-    const float *xs[4] = {stat_of(cv, l, CAL_QKV), xmax_o, stat_of(cv, l, CAL_W13), stat_of(cv, l, CAL_W2)};
+    const float *xs[4] = {stat_of(cv, l, W8A8_CAL_QKV), xmax_o, stat_of(cv, l, W8A8_CAL_W13), stat_of(cv, l, W8A8_CAL_W2)};
     for (int i = 0; i < 4; i++) {
         for (uint64_t j = 0; j < len[i]; j++) cv->sm[i][j] = smooth_factor(xs[i][j], wmax[i][j], cv->alpha);
         FREE(wmax[i]);
@@ -1688,16 +1682,16 @@ static uint64_t write_model(conv *cv, const tok_build *tb, const char *out, cons
  * Calibration: the model, unquantized, over real text, recording every linear input's per-channel maximum
  * ======================================================================================================= */
 /* Up to max bytes of a text file, cut after its last whole line when cut, NUL-terminated. */
-static char *read_whole_text(const char *path, size_t *n, size_t max) {
+static char *read_text(const char *path, size_t max) {
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot read '%s': %s", path, strerror(errno));
     char *t = xmalloc(max + 1);
-    *n = fread(t, 1, max, f);
+    size_t n = fread(t, 1, max, f);
     int more = fgetc(f) != EOF;
     fclose(f);
-    if (more) while (*n > 0 && t[*n - 1] != '\n') (*n)--;
-    t[*n] = 0;
-    if (memchr(t, 0, *n)) die("'%s' holds a NUL byte: not a text file", path);
+    if (more) while (n > 0 && t[n - 1] != '\n') n--;
+    t[n] = 0;
+    if (memchr(t, 0, n)) die("'%s' holds a NUL byte: not a text file", path);
     return t;
 }
 
@@ -1738,53 +1732,67 @@ static float *calib_load(const conv *cv, const char *path) {
     return st;
 }
 
+/* The first n_tokens tokens of a text file (fewer if it is shorter; *n says how many). */
+static int *text_tokens(w8a8_model *m, const char *path, int n_tokens, int *n) {
+    char *text = read_text(path, (size_t)n_tokens * 16 + 4096);
+    w8a8_tokenize(m, text, 0, NULL, 0, n);   /* counts */
+    int *ids = xmalloc(sizeof(int) * (*n + 1));
+    if (w8a8_tokenize(m, text, 0, ids, *n + 1, n)) die("'%s': %s", path, w8a8_error());
+    if (*n > n_tokens) *n = n_tokens;
+    FREE(text);
+    return ids;
+}
+/* A window of the text as the model reads it: BOS (if it has one), then up to `win` tokens from `at`. */
+static int text_window(w8a8_model *m, const int *ids, int n_ids, int at, int win, int *buf) {
+    int k = 0, bos = w8a8_config_of(m)->bos_id, take = n_ids - at < win ? n_ids - at : win;
+    if (bos >= 0) buf[k++] = bos;
+    memcpy(buf + k, ids + at, sizeof(int) * take);
+    return k + take;
+}
+/* Writes the current plan to the temporary g_calib_model (quietly) and opens it; NULL (why in w8a8_error) if
+ * it cannot be opened with these options. Windows of 512 tokens at most. */
+static w8a8_model *write_and_open(conv *cv, const tok_build *tb, int require_gpu, int force_cpu) {
+    int q = g_quiet;
+    g_quiet = 1;   /* a temporary file: no progress bar of its own */
+    write_model(cv, tb, g_calib_model, "temporary model");
+    g_quiet = q;
+    w8a8_options o = w8a8_default_options();
+    o.require_gpu = require_gpu;
+    o.force_cpu = force_cpu;
+    o.max_context = cv->c.max_context < 512 ? (int)cv->c.max_context : 512;
+    w8a8_model *m = NULL;
+    return w8a8_open(&m, g_calib_model, &o) ? NULL : m;
+}
+
 /* Writes the model unquantized (bf16 for the GPU; f32 for the CPU reference), runs it over up to n_tokens
  * tokens of the text in windows that each start with BOS, and returns the statistics. */
 static float *calibrate(conv *cv, const tok_build *tb, const char *out, const char *text_path, int n_tokens, int cpu_only) {
-    conv saved = *cv;
-    cv->act_static = cv->smooth = cv->kv_fp8 = cv->direct_fp8 = 0;
-    cv->stats = NULL;
+    int scheme = cv->scheme, act_static = cv->act_static, smooth = cv->smooth, kv_fp8 = cv->kv_fp8, direct = cv->direct_fp8;
+    cv->act_static = cv->smooth = cv->kv_fp8 = cv->direct_fp8 = 0;   /* the model as it is */
     snprintf(g_calib_model, sizeof g_calib_model, "%s.calib.%d", out, (int)getpid());
     atexit(remove_calib_model);
     w8a8_model *m = NULL;
     char gpu_why[600] = "";
-    for (int cpu = cpu_only; cpu < 2 && !m; cpu++) {
-        cv->scheme = cpu ? W8A8_F32 : W8A8_BF16;
-        int q = g_quiet;
-        g_quiet = 1;   /* a temporary file: no progress bar of its own */
-        write_model(cv, tb, g_calib_model, "calibration model");
-        g_quiet = q;
-        w8a8_options o = w8a8_default_options();
-        o.require_gpu = !cpu;
-        o.force_cpu = cpu;
-        o.max_context = cv->c.max_context < 512 ? (int)cv->c.max_context : 512;
-        if (w8a8_open(&m, g_calib_model, &o)) {
-            if (cpu) die("calibration: %s", w8a8_error());
-            snprintf(gpu_why, sizeof gpu_why, "%s", w8a8_error());
-            m = NULL;
-        }
+    if (!cpu_only) {
+        cv->scheme = W8A8_BF16;
+        if (!(m = write_and_open(cv, tb, 1, 0))) snprintf(gpu_why, sizeof gpu_why, "%s", w8a8_error());
     }
-    size_t n_text;
-    char *text = read_whole_text(text_path, &n_text, (size_t)n_tokens * 16 + 4096);
-    int n_ids = 0, *ids;
-    w8a8_tokenize(m, text, 0, NULL, 0, &n_ids);   /* counts */
-    ids = xmalloc(sizeof(int) * (n_ids + 1));
-    if (w8a8_tokenize(m, text, 0, ids, n_ids + 1, &n_ids)) die("calibration: %s", w8a8_error());
-    if (n_ids > n_tokens) n_ids = n_tokens;
-    FREE(text);
+    if (!m) {
+        cv->scheme = W8A8_F32;
+        if (!(m = write_and_open(cv, tb, 0, 1))) die("calibration: %s", w8a8_error());
+    }
+    int n_ids, *ids = text_tokens(m, text_path, n_tokens, &n_ids);
     if (n_ids < 16) die("'%s' gives only %d tokens: too little text to calibrate on", text_path, n_ids);
     if (!g_quiet)
         fprintf(stderr, "calibrating on %d tokens of %s, %s%s%s%s\n", n_ids, text_path, w8a8_on_gpu(m) ? "on the GPU (bf16): " : "on the CPU reference (f32)",
-                w8a8_on_gpu(m) ? w8a8_device_name(m) : "", !w8a8_on_gpu(m) && gpu_why[0] && !cpu_only ? " -- not on the GPU: " : "",
-                !w8a8_on_gpu(m) && !cpu_only ? gpu_why : "");
-    int bos = w8a8_config_of(m)->bos_id, win = w8a8_context_of(m) - (bos >= 0), seq, *buf = xmalloc(sizeof(int) * (win + 1));
+                w8a8_on_gpu(m) ? w8a8_device_name(m) : "", !w8a8_on_gpu(m) && gpu_why[0] ? " -- not on the GPU: " : "",
+                !w8a8_on_gpu(m) ? gpu_why : "");
+    int win = w8a8_context_of(m) - (w8a8_config_of(m)->bos_id >= 0), seq, *buf = xmalloc(sizeof(int) * (win + 1));
     int n_win = (n_ids + win - 1) / win;
     if (w8a8_calibrate(m, 1) || w8a8_seq_start(m, &seq)) die("calibration: %s", w8a8_error());
     for (int wi = 0; wi < n_win; wi++) {
-        int k = 0, take = n_ids - wi * win < win ? n_ids - wi * win : win;
-        if (bos >= 0) buf[k++] = bos;
-        memcpy(buf + k, ids + (size_t)wi * win, sizeof(int) * take);
-        if (w8a8_seq_reset(m, seq) || w8a8_feed(m, seq, buf, k + take)) die("calibration: %s", w8a8_error());
+        int len = text_window(m, ids, n_ids, wi * win, win, buf);
+        if (w8a8_seq_reset(m, seq) || w8a8_feed(m, seq, buf, len)) die("calibration: %s", w8a8_error());
         progress("calibrating", wi + 1, n_win);
     }
     size_t ns = w8a8_calib_size(m);
@@ -1795,11 +1803,7 @@ static float *calibrate(conv *cv, const tok_build *tb, const char *out, const ch
     remove_calib_model();
     g_calib_model[0] = 0;
     FREE(ids); FREE(buf);
-    conv keep = *cv;
-    *cv = saved;
-    cv->p = keep.p; cv->np = keep.np;   /* the plan array was reallocated */
-    for (int i = 0; i < 4; i++) cv->sm[i] = keep.sm[i];
-    (void)n_text;
+    cv->scheme = scheme; cv->act_static = act_static; cv->smooth = smooth; cv->kv_fp8 = kv_fp8; cv->direct_fp8 = direct;
     return st;
 }
 
@@ -1808,50 +1812,35 @@ static float *calibrate(conv *cv, const tok_build *tb, const char *out, const ch
  * perplexity wins. */
 static float choose_alpha(conv *cv, const tok_build *tb, const char *out, const char *text_path, int n_tokens) {
     static const float cand[] = {0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f};
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.alpha.%d", out, (int)getpid());
-    snprintf(g_calib_model, sizeof g_calib_model, "%s", tmp);
+    snprintf(g_calib_model, sizeof g_calib_model, "%s.alpha.%d", out, (int)getpid());
     atexit(remove_calib_model);
-    size_t n_text;
-    char *text = read_whole_text(text_path, &n_text, (size_t)n_tokens * 16 + 4096);
+    int n_ids = 0, *ids = NULL, *buf = NULL;
     float best = 0.5f;
     double best_ppl = INFINITY;
     if (!g_quiet) fprintf(stderr, "choosing alpha on %s:", text_path);
     for (size_t i = 0; i < sizeof cand / sizeof *cand; i++) {
         cv->alpha = cand[i];
-        int q = g_quiet;
-        g_quiet = 1;
-        write_model(cv, tb, tmp, "alpha");
-        g_quiet = q;
-        w8a8_model *m;
-        w8a8_options o = w8a8_default_options();
-        o.max_context = cv->c.max_context < 512 ? (int)cv->c.max_context : 512;
-        if (w8a8_open(&m, tmp, &o)) die("--alpha auto: %s", w8a8_error());
-        int n_ids = 0, *ids, seq, bos = w8a8_config_of(m)->bos_id, win = w8a8_context_of(m) - (bos >= 0), *buf = xmalloc(sizeof(int) * (win + 1));
-        w8a8_tokenize(m, text, 0, NULL, 0, &n_ids);
-        ids = xmalloc(sizeof(int) * (n_ids + 1));
-        if (w8a8_tokenize(m, text, 0, ids, n_ids + 1, &n_ids) || w8a8_seq_start(m, &seq)) die("--alpha auto: %s", w8a8_error());
-        if (n_ids > n_tokens) n_ids = n_tokens;
+        w8a8_model *m = write_and_open(cv, tb, 0, 0);
+        if (!m) die("--alpha auto: %s", w8a8_error());
+        int seq, win = w8a8_context_of(m) - (w8a8_config_of(m)->bos_id >= 0);
+        if (!ids) { ids = text_tokens(m, text_path, n_tokens, &n_ids); buf = xmalloc(sizeof(int) * (win + 1)); }   /* same tokenizer each time */
+        if (w8a8_seq_start(m, &seq)) die("--alpha auto: %s", w8a8_error());
         double nll = 0, s;
         int scored = 0, k;
         for (int at = 0; at + 1 < n_ids; at += win) {
-            int take = n_ids - at < win ? n_ids - at : win, b = 0;
-            if (bos >= 0) buf[b++] = bos;
-            memcpy(buf + b, ids + at, sizeof(int) * take);
-            if (b + take < 2) break;
-            if (w8a8_score(m, seq, buf, b + take, &s, &k)) die("--alpha auto: %s", w8a8_error());
+            int len = text_window(m, ids, n_ids, at, win, buf);
+            if (len < 2) break;
+            if (w8a8_score(m, seq, buf, len, &s, &k)) die("--alpha auto: %s", w8a8_error());
             nll += s; scored += k;
         }
         double ppl = exp(nll / (scored ? scored : 1));
         if (!g_quiet) fprintf(stderr, " %.1f: %.4f%s", cand[i], ppl, i + 1 < sizeof cand / sizeof *cand ? "," : "\n");
         if (ppl < best_ppl) { best_ppl = ppl; best = cand[i]; }
         w8a8_close(m);
-        FREE(ids); FREE(buf);
     }
     remove_calib_model();
     g_calib_model[0] = 0;
-    FREE(text);
-    (void)n_text;
+    FREE(ids); FREE(buf);
     if (!g_quiet) fprintf(stderr, "alpha %.1f (perplexity %.4f on the calibration text)\n", best, best_ppl);
     return best;
 }
