@@ -365,24 +365,8 @@ static void test_gpu_e2e(void) {
             for (uint32_t v = 0; v < w8a8_config_of(c)->vocab_size; v++) { md = isnan(lg[v]) ? 1e9 : fmax(md, fabs(lc[v] - lg[v])); ma = fmax(ma, fabs(lc[v])); }
             result(md <= bound[s] * ma, path("GPU == CPU %s %s: last-position logits", names[k], schemes[s]), "%d tokens, max |diff| %.2e = %.1e x max |logit| (bound %.0e)", n, md, md / ma, bound[s]);
             w8a8_seq_end(c, sc); w8a8_seq_end(gm, sg);
-            /* perplexity on the same windows */
-            double ppl[2];
-            for (int b = 0; b < 2; b++) {
-                w8a8_model *mm = b ? gm : c;
-                int *tk = malloc(sizeof(int) * (strlen(text) + 8)), nt, seq, ctx = 256, win = ctx - 1, scored = 0, k2, buf[256];
-                double nll = 0, sn;
-                w8a8_tokenize(mm, text, 0, tk, (int)strlen(text) + 8, &nt);
-                if (s >= 3 && nt > 2048) nt = 2048;   /* the calibrated variants: a shorter text keeps the CPU side quick */
-                w8a8_seq_start(mm, &seq);
-                for (int w = 0; (w + 1) * win <= nt; w++) {
-                    buf[0] = w8a8_config_of(mm)->bos_id;
-                    memcpy(buf + 1, tk + w * win, sizeof(int) * win);
-                    if (w8a8_score(mm, seq, buf, ctx, &sn, &k2)) break;
-                    nll += sn; scored += k2;
-                }
-                ppl[b] = exp(nll / scored);
-                free(tk);
-            }
+            /* perplexity on the same windows (the calibrated variants: a shorter text keeps the CPU side quick) */
+            double ppl[2] = {text_ppl(c, text, 256, s >= 3 ? 2048 : 0, NULL), text_ppl(gm, text, 256, s >= 3 ? 2048 : 0, NULL)};
             result(fabs(ppl[1] / ppl[0] - 1) <= 1e-3, path("GPU == CPU %s %s: perplexity within 0.1 %%", names[k], schemes[s]), "CPU %.4f, GPU %.4f (%+.3f %%)",
                    ppl[0], ppl[1], 100 * (ppl[1] / ppl[0] - 1));
             free(tc); free(tg);

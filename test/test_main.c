@@ -584,6 +584,26 @@ static void test_quantized_forward(void) {
     }
 }
 
+/* Perplexity of a text in windows of ctx tokens, each from BOS, over at most max_tokens of it (0: all);
+ * *scored (if given) counts the predicted tokens. NAN if scoring fails. */
+static double text_ppl(w8a8_model *m, const char *text, int ctx, int max_tokens, int *scored_out) {
+    int *ids = malloc(sizeof(int) * (strlen(text) + 8)), n, seq, win = ctx - 1, scored = 0, k2, buf[512];
+    double nll = 0, sn;
+    w8a8_tokenize(m, text, 0, ids, (int)strlen(text) + 8, &n);
+    if (max_tokens && n > max_tokens) n = max_tokens;
+    w8a8_seq_start(m, &seq);
+    for (int w = 0; (w + 1) * win <= n; w++) {
+        buf[0] = w8a8_config_of(m)->bos_id;
+        memcpy(buf + 1, ids + w * win, sizeof(int) * win);
+        if (w8a8_score(m, seq, buf, ctx, &sn, &k2)) { scored = 0; break; }
+        nll += sn; scored += k2;
+    }
+    w8a8_seq_end(m, seq);
+    free(ids);
+    if (scored_out) *scored_out = scored;
+    return scored ? exp(nll / scored) : NAN;
+}
+
 static void test_perplexity(void) {
     const char *names[] = {"stories260K", "tinystories-656k"}, *schemes[] = {"f32", "bf16", "fp8", "int8"};
     size_t len;
@@ -597,22 +617,11 @@ static void test_perplexity(void) {
         for (int s = 0; s < 4; s++) {
             w8a8_model *m = open_cpu(model(names[k], schemes[s]), 1);
             if (!m) { ok = 0; continue; }
-            int *ids = malloc(sizeof(int) * (strlen(text) + 8)), n, seq, ctx = 256, win = ctx - 1, scored = 0, k2;
-            double nll = 0, sn;
-            w8a8_tokenize(m, text, 0, ids, (int)strlen(text) + 8, &n);
-            w8a8_seq_start(m, &seq);
-            int buf[256];
-            for (int w = 0; (w + 1) * win <= n; w++) {
-                buf[0] = w8a8_config_of(m)->bos_id;
-                memcpy(buf + 1, ids + w * win, sizeof(int) * win);
-                if (w8a8_score(m, seq, buf, ctx, &sn, &k2)) { ok = 0; break; }
-                nll += sn; scored += k2;
-            }
-            double ppl = exp(nll / scored);
+            int scored;
+            double ppl = text_ppl(m, text, 256, 0, &scored);
             if (s == 0) base = ppl;
             snprintf(line + strlen(line), sizeof line - strlen(line), "%s %.4f (%+.2f%%)  ", schemes[s], ppl, 100 * (ppl / base - 1));
             ok &= scored > 1000 && ppl / base < 1.05;
-            free(ids);
             w8a8_close(m);
         }
         result(ok, path("perplexity %s on tinystories-dev.txt[:32K], ctx 256", names[k]), "%s", line);
@@ -623,20 +632,18 @@ static void test_perplexity(void) {
 /* =========================================================================================================
  * Calibration, SmoothQuant, static scales, the fp8 KV cache, pre-quantized FP8 checkpoints
  * ======================================================================================================= */
-static double text_ppl(w8a8_model *m, const char *text, int ctx) {   /* windows of ctx tokens, each from BOS */
-    int *ids = malloc(sizeof(int) * (strlen(text) + 8)), n, seq, win = ctx - 1, scored = 0, k2, buf[512];
-    double nll = 0, sn;
-    w8a8_tokenize(m, text, 0, ids, (int)strlen(text) + 8, &n);
-    w8a8_seq_start(m, &seq);
-    for (int w = 0; (w + 1) * win <= n; w++) {
-        buf[0] = w8a8_config_of(m)->bos_id;
-        memcpy(buf + 1, ids + w * win, sizeof(int) * win);
-        if (w8a8_score(m, seq, buf, ctx, &sn, &k2)) { scored = 0; break; }
-        nll += sn; scored += k2;
-    }
-    w8a8_seq_end(m, seq);
-    free(ids);
-    return scored ? exp(nll / scored) : NAN;
+/* Runs `./convert ARGS -o test/out/bad.out`: 1 if it wrote no file and its messages hold `expect`. Its
+ * "convert: ..." line goes to msg. */
+static int convert_refused(const char *args, const char *expect, char *msg, size_t cap) {
+    sh("rm -f %s/bad.out; ./convert %s -o %s/bad.out > %s/conv.log 2>&1", OUT, args, OUT, OUT);
+    size_t ln;
+    char *log = slurp(path("%s/conv.log", OUT), &ln);
+    int refused = log && strstr(log, expect) && !exists(path("%s/bad.out", OUT));
+    char *line = log ? strstr(log, "convert: ") : NULL;
+    if (line && strchr(line, '\n')) *strchr(line, '\n') = 0;
+    snprintf(msg, cap, "%s", line ? line : "");
+    free(log);
+    return refused;
 }
 
 static void test_calibration(void) {
@@ -727,7 +734,7 @@ static void test_calibration(void) {
     char *text = slurp(path("%s/corpus/tinystories-dev.txt", SH), &tl);
     if (tl > 16384) text[16384] = 0;
     w8a8_model *f = open_cpu(model("stories260K", "f32"), 1);
-    double base = f ? text_ppl(f, text, 256) : NAN;
+    double base = f ? text_ppl(f, text, 256, 0, NULL) : NAN;
     w8a8_close(f);
     const char *vs[] = {"fp8-static", "fp8-static-nosmooth", "fp8-smooth", "int8-sq", "int8-sq-dynamic", "int8-static-nosmooth", "fp8-kvfp8", "f32-kvfp8",
                         "int8-sq-kvfp8", "int8-rotate"};
@@ -735,7 +742,7 @@ static void test_calibration(void) {
     ok = base > 0;
     for (size_t i = 0; i < sizeof vs / sizeof *vs; i++) {
         w8a8_model *mm = open_cpu(model("stories260K", vs[i]), 1);
-        double p = mm ? text_ppl(mm, text, 256) : NAN;
+        double p = mm ? text_ppl(mm, text, 256, 0, NULL) : NAN;
         int statics = mm && strstr(vs[i], "static") ? mm->cfg.act_scales == W8A8_ACT_STATIC && mm->layers[0].qkv.in_scale > 0 : 1;
         int kv = mm && strstr(vs[i], "kvfp8") ? mm->cfg.kv_dtype == W8A8_KV_FP8 && mm->layers[0].k_scale > 0 : 1;
         ok &= mm && p / base < 1.1 && statics && kv;
@@ -769,14 +776,10 @@ static void test_calibration(void) {
     free(alog);
     calib_file("tinystories-656k");
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        sh("rm -f %s/bad.out; ./convert %s/models/stories260K/stories260K.bin --tokenizer %s/models/stories260K/tok512.bin -o %s/bad.out %s > %s/conv.log 2>&1",
-           OUT, SH, SH, OUT, bad[i].args, OUT);
-        size_t ln;
-        char *log = slurp(path("%s/conv.log", OUT), &ln);
-        int good = log && strstr(log, bad[i].expect) && !exists(path("%s/bad.out", OUT));
-        if (log) { char *nl = strchr(log, '\n'); if (nl) *nl = 0; }
-        result(good, path("convert %s: refused", bad[i].args), "\"%s\"", log ? log : "");
-        free(log);
+        char msg[512];
+        int good = convert_refused(path("%s/models/stories260K/stories260K.bin --tokenizer %s/models/stories260K/tok512.bin %s", SH, SH, bad[i].args),
+                                   bad[i].expect, msg, sizeof msg);
+        result(good, path("convert %s: refused", bad[i].args), "\"%s\"", msg);
     }
 }
 
@@ -924,7 +927,7 @@ static void test_fp8_checkpoint(void) {
     size_t tl;
     char *text = slurp(path("%s/corpus/tinystories-dev.txt", SH), &tl);
     if (tl > 16384) text[16384] = 0;
-    double pb = text_ppl(mb, text, 256), pd = text_ppl(md, text, 256);
+    double pb = text_ppl(mb, text, 256, 0, NULL), pd = text_ppl(md, text, 256, 0, NULL);
     result(pd / pb < 1.03, "FP8 checkpoint import: the model runs (dynamic scales) close to its dequantized twin", "perplexity %.4f vs f32 %.4f (%+.2f %%)", pd, pb, 100 * (pd / pb - 1));
     free(text);
     w8a8_close(ma); w8a8_close(mb); w8a8_close(md);
@@ -934,14 +937,9 @@ static void test_fp8_checkpoint(void) {
         char bd[512];
         snprintf(bd, sizeof bd, "%s/fp8bad%d", OUT, i);
         make_fp8_checkpoint(bd, bad[i].nan_code, bad[i].blockwise);
-        sh("rm -f %s/bad.out; ./convert %s --tokenizer %s -o %s/bad.out --scheme fp8 > %s/conv.log 2>&1", OUT, bd, tok, OUT, OUT);
-        size_t ln;
-        char *log = slurp(path("%s/conv.log", OUT), &ln);
-        int good = log && strstr(log, bad[i].expect) && !exists(path("%s/bad.out", OUT));
-        char *line = log ? strstr(log, "convert: ") : NULL;
-        if (line && strchr(line, '\n')) *strchr(line, '\n') = 0;
-        result(good, path("FP8 checkpoint with %s: refused", bad[i].expect), "%s", line ? line : "");
-        free(log);
+        char msg[512];
+        int good = convert_refused(path("%s --tokenizer %s --scheme fp8", bd, tok), bad[i].expect, msg, sizeof msg);
+        result(good, path("FP8 checkpoint with %s: refused", bad[i].expect), "%s", msg);
     }
 }
 

@@ -57,10 +57,10 @@ static void make_model(const char *scheme, const char *tokenizer) {
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "mkdir -p %s && ./convert --synthetic %s --tokenizer %s -o %s --scheme %s --quiet",
              g_dir, g_config, tokenizer, p, scheme);
-    double t0 = now_s();
+    double t0 = seconds();
     fprintf(stderr, "bench: writing %s ...\n", p);
     if (system(cmd)) die("'%s' failed", cmd);
-    fprintf(stderr, "bench: %s written in %.1f s\n", p, now_s() - t0);
+    fprintf(stderr, "bench: %s written in %.1f s\n", p, seconds() - t0);
 }
 
 /* --- timing on the GPU --- */
@@ -170,9 +170,9 @@ static w8a8_model *open_model(const char *scheme, int batch, int ctx, double *se
     o.max_batch = batch;
     o.max_context = ctx;
     w8a8_model *m = NULL;
-    double t0 = now_s();
+    double t0 = seconds();
     if (w8a8_open(&m, model_path(scheme), &o)) die("%s: %s", model_path(scheme), w8a8_error());
-    if (secs) *secs = now_s() - t0;
+    if (secs) *secs = seconds() - t0;
     return m;
 }
 
@@ -197,13 +197,13 @@ static run_result run(w8a8_model *m, int batch, int in, int out) {
     int *seqs = malloc(sizeof(int) * batch), *tok = malloc(sizeof(int) * batch), *prompt = malloc(sizeof(int) * in);
     for (int i = 0; i < in; i++) prompt[i] = 1000 + (i * 7919) % 100000;
     for (int b = 0; b < batch; b++) if (w8a8_seq_start(m, &seqs[b])) die("%s", w8a8_error());
-    double t0 = now_s();
+    double t0 = seconds();
     for (int b = 0; b < batch; b++) if (w8a8_feed(m, seqs[b], prompt, in)) die("%s", w8a8_error());
     if (w8a8_sample_greedy(m, batch, seqs, tok)) die("%s", w8a8_error());
-    double t1 = now_s();
+    double t1 = seconds();
     for (int s = 1; s < out; s++)
         if (w8a8_step(m, batch, seqs, tok) || w8a8_sample_greedy(m, batch, seqs, tok)) die("%s", w8a8_error());
-    double t2 = now_s();
+    double t2 = seconds();
     r.prefill_s = t1 - t0;
     r.decode_s = t2 - t1;
     for (int b = 0; b < batch; b++) w8a8_seq_end(m, seqs[b]);
