@@ -21,7 +21,6 @@ static const char *g_config = "test/synth/llama-3.1-8b.json";   /* --config: ano
 static int g_ttft_only;                                          /* --ttft-only: batch 1 only */
 static FILE *g_json;
 static int g_first_json = 1;
-static double now_s(void) { return seconds(); }
 
 __attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...) {
     va_list ap;
