@@ -578,9 +578,7 @@ static float *src_read(const source *s, const char *name, uint64_t rows, uint64_
     }
     if (t->dtype == ST_F8) {   /* a pre-quantized weight, read as code * scale */
         float *rs = xmalloc(sizeof(float) * rows);
-        FREE(out);
         uint8_t *codes = src_read_fp8(s, name, rows, cols, rs, NULL);
-        out = xmalloc(n * sizeof(float));
         for (uint64_t i = 0; i < n; i++) out[i] = w8a8_fp8_to_float(codes[i]) * rs[i / cols];
         FREE(codes); FREE(rs);
         return out;
