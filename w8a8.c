@@ -1484,6 +1484,7 @@ typedef struct CUevent_st *CUevent;
 typedef struct CUgraphExec_st *CUgraphExec;
 enum { CU_STREAM_CAPTURE_MODE_RELAXED = 2 };
 enum { CU_ATTR_MULTIPROCESSOR_COUNT = 16, CU_ATTR_CC_MAJOR = 75, CU_ATTR_CC_MINOR = 76 };
+enum { CU_FUNC_MAX_DYNAMIC_SHARED = 8 };
 static struct {
     void *lib;
     int init_rc;
@@ -1525,6 +1526,10 @@ static struct {
     CUresult (*EventSynchronize)(CUevent);
     CUresult (*EventElapsedTime)(float *, CUevent, CUevent);
     CUresult (*EventDestroy)(CUevent);
+    /* the Hopper GEMM (optional: without them every GEMM runs the mma.sync tiles) */
+    CUresult (*FuncSetAttribute)(CUfunction, int, int);
+    CUresult (*TensorMapEncodeTiled)(void *, int, unsigned, void *, const unsigned long long *, const unsigned long long *,
+                                     const unsigned *, const unsigned *, int, int, int, int);
 } cu;
 
 static const char *cu_str(CUresult r) {
@@ -1563,7 +1568,8 @@ static int cuda_load(void) {
         OPT(GraphExecDestroy, "cuGraphExecDestroy"), OPT(GraphDestroy, "cuGraphDestroy"),
         OPT(EventCreate, "cuEventCreate"), OPT(EventRecord, "cuEventRecord"),
         OPT(EventSynchronize, "cuEventSynchronize"), OPT(EventElapsedTime, "cuEventElapsedTime"),
-        OPT(EventDestroy, "cuEventDestroy_v2"),
+        OPT(EventDestroy, "cuEventDestroy_v2"), OPT(FuncSetAttribute, "cuFuncSetAttribute"),
+        OPT(TensorMapEncodeTiled, "cuTensorMapEncodeTiled"),
     };
 #undef REQ
 #undef OPT
@@ -1604,14 +1610,18 @@ static void mkdirs(const char *path) {
 
 /* --- the GPU state --- */
 #define MAX_GRAPHS 32
+#define HOPPER_MIN_M 5              /* fewest rows for the wgmma GEMM: all but the gemv's (tools/bench: faster than mma.sync at M = 16) */
+#define HOPPER_SMEM (196608 + 2048) /* its pipeline stages (H_SMEM in kernels.cu.inc), 1024-byte alignment, barriers */
 typedef struct { int n; CUgraphExec exec; } gpu_graph;
 typedef struct { CUdeviceptr w, scale, bias; float in_scale; int N, K, Kp; } glinear;
 typedef struct { CUdeviceptr attn_norm, ffn_norm, q_norm, k_norm; glinear qkv, o, w13, w2; } glayer;
-enum { F_EMBED, F_RMSNORM, F_QUANT, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_GEMV_BF16, F_GEMV_E4M3, F_GEMV_S8, F_ROPE, F_ATTN,
-       F_ATTN_COMBINE, F_ARGMAX, F_NLL, F_ABSMAX, F_COUNT };
+enum { F_EMBED, F_RMSNORM, F_QUANT, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_GEMV_BF16, F_GEMV_E4M3, F_GEMV_S8,
+       F_GEMM90 /* 6: bf16, e4m3, s8, each with 128- and 256-column tiles */, F_ROPE = F_GEMM90 + 6, F_ATTN, F_ATTN_COMBINE, F_ARGMAX,
+       F_NLL, F_ABSMAX, F_COUNT };
 static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "quantize_rows", "silu_mul_quant", "gemm_bf16", "gemm_e4m3",
-                                            "gemm_s8", "gemv_bf16", "gemv_e4m3", "gemv_s8", "rope_kv", "attention", "attention_combine", "argmax_rows", "row_nll",
-                                            "col_absmax"};
+                                            "gemm_s8", "gemv_bf16", "gemv_e4m3", "gemv_s8", "gemm90_bf16_128", "gemm90_bf16_256",
+                                            "gemm90_e4m3_128", "gemm90_e4m3_256", "gemm90_s8_128", "gemm90_s8_256", "rope_kv", "attention",
+                                            "attention_combine", "argmax_rows", "row_nll", "col_absmax"};
 
 struct gpu_state {
     CUdevice dev;
@@ -1622,6 +1632,8 @@ struct gpu_state {
     char name[256];
     int cc, sms, act_mode, gemm_fn, Dp, Kmax, kv_es /* bytes a cached key */;
     int no_gemv;                  /* 1: every GEMM through the mma tiles ($W8A8_NO_GEMV, for comparison) */
+    int hopper_min_m;             /* GEMMs of at least this many rows run the wgmma kernel; 0: none (not sm_90, $W8A8_NO_WGMMA=1) */
+    int exact_fp8;                /* FP8 GEMMs stay off the wgmma path (w8a8_options.exact_fp8) */
     int use_graphs;               /* decode steps replay CUDA graphs (0 with $W8A8_NO_GRAPH=1 or an old driver) */
     gpu_graph graphs[MAX_GRAPHS]; /* one per batch size seen */
     int n_graphs;
@@ -1808,6 +1820,13 @@ static int gpu_open(w8a8_model *m) {
         if ((r = cu.ModuleGetFunction(&g->f[i], g->mod, kernel_names[i]))) return fail(W8A8_ERR_GPU, "kernel %s: %s", kernel_names[i], cu_str(r));
     g->act_mode = c->scheme == W8A8_BF16 ? 0 : c->scheme == W8A8_FP8 ? 1 : 2;
     g->no_gemv = getenv("W8A8_NO_GEMV") && getenv("W8A8_NO_GEMV")[0] == '1';
+    g->exact_fp8 = m->opt.exact_fp8 || (getenv("W8A8_FP8_EXACT") && getenv("W8A8_FP8_EXACT")[0] == '1');
+    if (g->cc == 90 && cu.FuncSetAttribute && cu.TensorMapEncodeTiled && !(getenv("W8A8_NO_WGMMA") && getenv("W8A8_NO_WGMMA")[0] == '1')) {
+        g->hopper_min_m = g->no_gemv ? 1 : HOPPER_MIN_M;   /* without the gemv, every GEMM on this GPU's own tensor-core path */
+        for (int i = F_GEMM90; i < F_GEMM90 + 6; i++)
+            if ((r = cu.FuncSetAttribute(g->f[i], CU_FUNC_MAX_DYNAMIC_SHARED, HOPPER_SMEM)))
+                return fail(W8A8_ERR_GPU, "%s: %d bytes of shared memory: %s", kernel_names[i], HOPPER_SMEM, cu_str(r));
+    }
     g->prof = getenv("W8A8_PROFILE") && getenv("W8A8_PROFILE")[0] == '1' && cu.EventCreate && cu.EventRecord && cu.EventElapsedTime;
     g->use_graphs = cu.StreamBeginCapture && cu.StreamEndCapture && cu.GraphInstantiateWithFlags && cu.GraphLaunch && cu.GraphExecDestroy &&
                     cu.GraphDestroy && !(getenv("W8A8_NO_GRAPH") && getenv("W8A8_NO_GRAPH")[0] == '1') && !g->prof;
@@ -1867,7 +1886,7 @@ static int gpu_open(w8a8_model *m) {
     return W8A8_OK;
 }
 
-static int launch(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned gz, unsigned block, void **args) {
+static int launch_smem(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned gz, unsigned block, unsigned smem, void **args) {
     int timed = 0;
     if (g->prof) {   /* a pair of events around the launch, read at the next sync */
         if (g->n_pev == g->cap_pev) {
@@ -1882,9 +1901,12 @@ static int launch(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned gz, un
             cu.EventRecord(g->pev[g->n_pev].a, g->stream);
         }
     }
-    CUresult r = cu.LaunchKernel(g->f[f], gx, gy, gz, block, 1, 1, 0, g->stream, args, NULL);
+    CUresult r = cu.LaunchKernel(g->f[f], gx, gy, gz, block, 1, 1, smem, g->stream, args, NULL);
     if (timed) cu.EventRecord(g->pev[g->n_pev++].b, g->stream);
     return r ? fail(W8A8_ERR_GPU, "launching %s: %s", kernel_names[f], cu_str(r)) : W8A8_OK;
+}
+static int launch(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned gz, unsigned block, void **args) {
+    return launch_smem(g, f, gx, gy, gz, block, 0, args);
 }
 static void prof_collect(gpu_state *g) {
     for (int i = 0; i < g->n_pev; i++) {
@@ -1897,8 +1919,21 @@ static void prof_collect(gpu_state *g) {
     g->n_pev = 0;
 }
 
+/* The Hopper GEMM's tensor maps: a [rows][row_bytes] matrix read in boxes of 128 bytes x box_rows, swizzled
+ * for wgmma; rows past `rows` and bytes past `row_bytes` read as zeros. */
+typedef struct { _Alignas(64) unsigned long long v[16]; } tma_map;
+static int tma_encode(tma_map *map, CUdeviceptr p, int rows, int row_bytes, int box_rows) {
+    enum { U8 = 0, INTERLEAVE_NONE = 0, SWIZZLE_128B = 3, L2_256B = 3, OOB_ZERO = 0 };
+    unsigned long long dims[2] = {(unsigned long long)row_bytes, (unsigned long long)rows}, strides[1] = {(unsigned long long)row_bytes};
+    unsigned box[2] = {128, (unsigned)box_rows}, step[2] = {1, 1};
+    CUresult r = cu.TensorMapEncodeTiled(map, U8, 2, (void *)p, dims, strides, box, step, INTERLEAVE_NONE, SWIZZLE_128B, L2_256B, OOB_ZERO);
+    return r ? fail(W8A8_ERR_GPU, "cuTensorMapEncodeTiled (%d x %d bytes): %s", rows, row_bytes, cu_str(r)) : W8A8_OK;
+}
+
 /* y = linear(act) with the epilogue: out_mode 0 bf16 store, 1 add into fp32, 2 fp32 store. Up to GEMV_MAX_M
- * rows (decode) stream the weights with the gemv kernels; more go through the mma tiles. */
+ * rows (decode) stream the weights with the gemv kernels; more go through the wgmma kernel on Hopper (a
+ * persistent grid, one block an SM; 256-column tiles where there are enough of them to fill the GPU, else
+ * 128) or the mma tiles elsewhere. */
 #define GEMV_MAX_M 4
 #define GEMV_WARPS 8
 static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const glinear *l, int M, int out_mode, CUdeviceptr out, int ldo) {
@@ -1906,6 +1941,14 @@ static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const g
     CUdeviceptr w = l->w, ws = l->scale, bias = l->bias, asp = l->scale ? as : 0;
     void *args[] = {&a, &w, &M, (void *)&l->N, &Kb, &asp, &ws, &bias, &out_mode, &out, &ldo};
     if (M <= GEMV_MAX_M && !g->no_gemv) return launch(g, fn - F_GEMM_BF16 + F_GEMV_BF16, (l->N + GEMV_WARPS - 1) / GEMV_WARPS, 1, 1, 32 * GEMV_WARPS, args);
+    if (g->hopper_min_m && M >= g->hopper_min_m && !(fn == F_GEMM_E4M3 && g->exact_fp8)) {
+        int tiles_m = (M + 127) / 128, wide = tiles_m * ((l->N + 255) / 256) >= g->sms, bn = wide ? 256 : 128;
+        int tiles = tiles_m * ((l->N + bn - 1) / bn), rc;
+        tma_map ma, mw;
+        if ((rc = tma_encode(&ma, a, M, Kb, 128)) || (rc = tma_encode(&mw, w, l->N, Kb, bn))) return rc;
+        void *hargs[] = {&ma, &mw, &M, (void *)&l->N, &Kb, &asp, &ws, &bias, &out_mode, &out, &ldo};
+        return launch_smem(g, F_GEMM90 + 2 * (fn - F_GEMM_BF16) + wide, tiles < g->sms ? tiles : g->sms, 1, 1, 384, HOPPER_SMEM, hargs);
+    }
     return launch(g, fn, (l->N + 63) / 64, (M + 63) / 64, 1, 128, args);
 }
 

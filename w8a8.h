@@ -169,6 +169,9 @@ typedef struct {
     int max_context;    /* positions per sequence; 0: the model's max_context, at most 4096 */
     int max_batch;      /* sequences held at once; 0: 1 */
     int verbose;        /* 1: print what the engine does on stderr (device, memory, compile time) */
+    int exact_fp8;      /* 1 (or $W8A8_FP8_EXACT=1): on Hopper, FP8 GEMMs of 5 rows and more on the mma.sync path, whose
+                         * fp32 sums match the CPU reference's; by default they run on the ~3x faster wgmma path, whose
+                         * FP8 tensor cores keep ~14 bits of each 32-product sum (as cuBLASLt's do: see README) */
 } w8a8_options;
 
 w8a8_options w8a8_default_options(void);

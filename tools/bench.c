@@ -82,7 +82,8 @@ static const char *SHAPE_NAMES[4] = {"qkv", "o", "gate+up", "down"};
 static const int MS[] = {1, 16, 64, 256, 1024, 2048, 4096, 8192};
 #define N_MS (int)(sizeof MS / sizeof *MS)
 static const char *TYPES[3] = {"bf16", "fp8", "int8"};
-static double ours[3][4][N_MS], theirs[3][4][N_MS];
+static int g_compare_mma;
+static double ours[3][4][N_MS], theirs[3][4][N_MS], mma_sync[3][4][N_MS];   /* mma_sync: the sm_80 tiles, on Hopper too */
 
 static void fill(unsigned char *p, size_t n, int type) {   /* finite values of each type */
     uint64_t s = 0x9e3779b97f4a7c15ull;
@@ -116,18 +117,23 @@ static void bench_gemm(gpu_state *g) {
             for (int mi = 0; mi < N_MS; mi++) {
                 int N = SHAPES[s][0], K = SHAPES[s][1], M = MS[mi];
                 glinear l = {.w = W, .scale = type ? sw : 0, .N = N, .K = K, .Kp = K};
-                gpu_gemm(g, fn, A, sa, &l, M, 0, O, N);   /* warm up */
-                int reps = 1;
-                double ms;
-                for (;;) {
-                    t_start(g, &t);
-                    for (int r = 0; r < reps; r++) gpu_gemm(g, fn, A, sa, &l, M, 0, O, N);
-                    ms = t_stop_ms(g, &t);
-                    if (ms >= 30 || reps >= 4096) break;
-                    reps *= 2;
+                int hopper = g->hopper_min_m;
+                for (int pass = 0; pass < (g_compare_mma && hopper && M > GEMV_MAX_M ? 2 : 1); pass++) {   /* --compare-mma: the mma.sync tiles too */
+                    g->hopper_min_m = pass ? 0 : hopper;
+                    gpu_gemm(g, fn, A, sa, &l, M, 0, O, N);   /* warm up */
+                    int reps = 1;
+                    double ms;
+                    for (;;) {
+                        t_start(g, &t);
+                        for (int r = 0; r < reps; r++) gpu_gemm(g, fn, A, sa, &l, M, 0, O, N);
+                        ms = t_stop_ms(g, &t);
+                        if (ms >= 30 || reps >= 4096) break;
+                        reps *= 2;
+                    }
+                    if (gpu_sync(g)) die("%s", w8a8_error());
+                    (pass ? mma_sync : ours)[type][s][mi] = 2.0 * M * N * K / (ms / reps * 1e-3) / 1e12;
                 }
-                if (gpu_sync(g)) die("%s", w8a8_error());
-                ours[type][s][mi] = 2.0 * M * N * K / (ms / reps * 1e-3) / 1e12;
+                g->hopper_min_m = hopper;
             }
     }
     free(h); free(ones);
@@ -277,7 +283,7 @@ static void svg_plot(const char *path, const char **schemes, int ns, double tput
 
 int main(int argc, char **argv) {
     const char *json_path = NULL, *svg_path = NULL, *schemes_arg = "bf16,fp8,int8";
-    int torch = 1, gemm = 1;
+    int torch = 1, gemm = 1, gemm_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dir") && i + 1 < argc) g_dir = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
@@ -285,10 +291,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--schemes") && i + 1 < argc) schemes_arg = argv[++i];
         else if (!strcmp(argv[i], "--no-torch")) torch = 0;
         else if (!strcmp(argv[i], "--no-gemm")) gemm = 0;
+        else if (!strcmp(argv[i], "--gemm-only")) gemm_only = 1;
+        else if (!strcmp(argv[i], "--compare-mma")) g_compare_mma = 1;
         else if (!strcmp(argv[i], "--config") && i + 1 < argc) g_config = argv[++i];
         else if (!strcmp(argv[i], "--ttft-only")) { g_ttft_only = 1; gemm = 0; }
         else { fprintf(stderr, "usage: bench [--dir DIR] [--json FILE] [--svg FILE] [--schemes bf16,fp8,int8] [--no-torch] [--no-gemm]\n"
-                        "             [--config SYNTHETIC_CONFIG.json] [--ttft-only]\n"); return 2; }
+                        "             [--config SYNTHETIC_CONFIG.json] [--ttft-only] [--gemm-only]\n"
+                        "             [--compare-mma]\n"); return 2; }
     }
     char jp[600], sp[600];
     if (!json_path) { snprintf(jp, sizeof jp, "%s/bench.json", g_dir); json_path = jp; }
@@ -363,15 +372,22 @@ int main(int argc, char **argv) {
                     else snprintf(cell, sizeof cell, "%.1f/-", o);
                     printf(" %20s", cell);
                     jsonf("{\"kind\": \"gemm\", \"shape\": \"%s\", \"N\": %d, \"K\": %d, \"M\": %d, \"type\": \"%s\", \"tflops\": %.2f, \"torch_tflops\": %s%.2f, "
-                          "\"ratio\": %.3f}", SHAPE_NAMES[s], SHAPES[s][0], SHAPES[s][1], MS[mi], TYPES[type], o, "", r > 0 ? r : -1.0, r > 0 ? o / r : -1.0);
+                          "\"ratio\": %.3f, \"mma_sync_tflops\": %.2f}", SHAPE_NAMES[s], SHAPES[s][0], SHAPES[s][1], MS[mi], TYPES[type], o, "",
+                          r > 0 ? r : -1.0, r > 0 ? o / r : -1.0, mma_sync[type][s][mi]);
                 }
                 printf("\n");
+                if (mma_sync[type][s][N_MS - 1] > 0) {
+                    printf("%-8s %-6s", "", "mma");
+                    for (int mi = 0; mi < N_MS; mi++) printf(" %20.0f", mma_sync[type][s][mi]);
+                    printf("\n");
+                }
             }
     }
     printf("\ncopy bandwidth: %.0f GB/s (cuMemcpyDtoD)%s", g_copy_ours, copy_torch > 0 ? "" : "\n");
     if (copy_torch > 0) printf(", %.0f GB/s (PyTorch copy_)\n", copy_torch);
     printf("start: cold %.2f s (NVRTC %.2f s + weights %.2f s), warm %.2f s (kernels from cache %.3f s + weights %.2f s)\n\n", t_cold, k_cold,
            w_cold, t_warm, k_warm, w_warm);
+    if (gemm_only) { fprintf(g_json, "\n]\n"); fclose(g_json); return 0; }
     double tput[3][2][4] = {{{0}}}, dec[3], share[3], ttft[3];
     for (int i = 0; i < ns; i++) bench_scheme(schemes[i], tput[i], &dec[i], &share[i], &ttft[i]);
     printf("%-6s %10s %12s %8s | %s\n", "scheme", "TTFT 2048", "decode ms/t", "of copy", "tok/s (in+out) at batch 1 / 16 / 64 / 256: prefill-heavy ; decode-heavy");

@@ -1,7 +1,7 @@
 /* run — the command line: generate text, chat, count tokens, measure perplexity.
  *
  *   ./run MODEL ["prompt"] [-n steps] [-t temperature] [-p top_p] [-s seed] [-c context] [-i] [--chat]
- *         [--system TEXT] [--cpu] [--tokenize] [--ppl FILE] [-v]
+ *         [--system TEXT] [--cpu] [--exact-fp8] [--tokenize] [--ppl FILE] [-v]
  */
 #define _GNU_SOURCE
 #include "../w8a8.h"
@@ -31,6 +31,7 @@ static void usage(void) {
             "  --chat        use the model's chat template (Llama 3, ChatML/Qwen, Llama 2, Zephyr)\n"
             "  --system TXT  system prompt for --chat\n"
             "  --cpu         run the CPU reference even where there is a GPU\n"
+            "  --exact-fp8   on Hopper, FP8 GEMMs with fp32 sums like the CPU reference (slower prefill)\n"
             "  --tokenize    print the prompt's token ids (no BOS) and exit\n"
             "  --ppl FILE    perplexity of FILE over non-overlapping windows of the context\n"
             "  -v            verbose: device, memory, timings\n");
@@ -200,6 +201,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--chat")) chat = 1;
         else if (!strcmp(a, "--system") && more) sys = argv[++i];
         else if (!strcmp(a, "--cpu")) opt.force_cpu = 1;
+        else if (!strcmp(a, "--exact-fp8")) opt.exact_fp8 = 1;
         else if (!strcmp(a, "--tokenize")) tokenize_only = 1;
         else if (!strcmp(a, "--ppl") && more) ppl = argv[++i];
         else if (!strcmp(a, "-v")) opt.verbose = 1;
