@@ -401,7 +401,7 @@ static void test_gpu_e2e(void) {
                 w8a8_logits(c, sc, &lc); w8a8_logits(gm, sg, &lg);
                 double md = 0, ma = 0;
                 for (uint32_t v = 0; v < w8a8_config_of(c)->vocab_size; v++) { md = isnan(lg[v]) ? 1e9 : fmax(md, fabs(lc[v] - lg[v])); ma = fmax(ma, fabs(lc[v])); }
-                result(md <= lbound * ma, path("GPU == CPU %s %s%s: last-position logits", names[k], schemes[s], how), "%d tokens, max |diff| %.2e = %.1e x max |logit| (bound %.0e)",
+                result(md <= lbound * ma, path("GPU == CPU %s %s%s: last-position logits", names[k], schemes[s], how), "%d tokens, max |diff| %.2e = %.1e x max |logit| (bound %.2g)",
                        n, md, md / ma, lbound);
                 w8a8_seq_end(c, sc); w8a8_seq_end(gm, sg);
                 /* perplexity on the same windows (the calibrated variants: a shorter text keeps the CPU side quick) */
