@@ -1608,9 +1608,14 @@ static void mkdirs(const char *path) {
     mkdir(b, 0755);
 }
 
+/* a switch in the environment: NAME=1 */
+static int env_on(const char *name) {
+    const char *v = getenv(name);
+    return v && v[0] == '1';
+}
+
 /* --- the GPU state --- */
 #define MAX_GRAPHS 32
-#define HOPPER_MIN_M 5              /* fewest rows for the wgmma GEMM: all but the gemv's (tools/bench: faster than mma.sync at M = 16) */
 #define HOPPER_SMEM (196608 + 2048) /* its pipeline stages (H_SMEM in kernels.cu.inc), 1024-byte alignment, barriers */
 typedef struct { int n; CUgraphExec exec; } gpu_graph;
 typedef struct { CUdeviceptr w, scale, bias; float in_scale; int N, K, Kp; } glinear;
@@ -1632,7 +1637,7 @@ struct gpu_state {
     char name[256];
     int cc, sms, act_mode, gemm_fn, Dp, Kmax, kv_es /* bytes a cached key */;
     int no_gemv;                  /* 1: every GEMM through the mma tiles ($W8A8_NO_GEMV, for comparison) */
-    int hopper_min_m;             /* GEMMs of at least this many rows run the wgmma kernel; 0: none (not sm_90, $W8A8_NO_WGMMA=1) */
+    int wgmma;                    /* GEMMs the gemv does not take run the wgmma kernel (sm_90, unless $W8A8_NO_WGMMA=1) */
     int exact_fp8;                /* FP8 GEMMs stay off the wgmma path (w8a8_options.exact_fp8) */
     int use_graphs;               /* decode steps replay CUDA graphs (0 with $W8A8_NO_GRAPH=1 or an old driver) */
     gpu_graph graphs[MAX_GRAPHS]; /* one per batch size seen */
@@ -1819,17 +1824,17 @@ static int gpu_open(w8a8_model *m) {
     for (int i = 0; i < F_COUNT; i++)
         if ((r = cu.ModuleGetFunction(&g->f[i], g->mod, kernel_names[i]))) return fail(W8A8_ERR_GPU, "kernel %s: %s", kernel_names[i], cu_str(r));
     g->act_mode = c->scheme == W8A8_BF16 ? 0 : c->scheme == W8A8_FP8 ? 1 : 2;
-    g->no_gemv = getenv("W8A8_NO_GEMV") && getenv("W8A8_NO_GEMV")[0] == '1';
-    g->exact_fp8 = m->opt.exact_fp8 || (getenv("W8A8_FP8_EXACT") && getenv("W8A8_FP8_EXACT")[0] == '1');
-    if (g->cc == 90 && cu.FuncSetAttribute && cu.TensorMapEncodeTiled && !(getenv("W8A8_NO_WGMMA") && getenv("W8A8_NO_WGMMA")[0] == '1')) {
-        g->hopper_min_m = g->no_gemv ? 1 : HOPPER_MIN_M;   /* without the gemv, every GEMM on this GPU's own tensor-core path */
+    g->no_gemv = env_on("W8A8_NO_GEMV");
+    g->exact_fp8 = m->opt.exact_fp8 || env_on("W8A8_FP8_EXACT");
+    if (g->cc == 90 && cu.FuncSetAttribute && cu.TensorMapEncodeTiled && !env_on("W8A8_NO_WGMMA")) {
+        g->wgmma = 1;
         for (int i = F_GEMM90; i < F_GEMM90 + 6; i++)
             if ((r = cu.FuncSetAttribute(g->f[i], CU_FUNC_MAX_DYNAMIC_SHARED, HOPPER_SMEM)))
                 return fail(W8A8_ERR_GPU, "%s: %d bytes of shared memory: %s", kernel_names[i], HOPPER_SMEM, cu_str(r));
     }
-    g->prof = getenv("W8A8_PROFILE") && getenv("W8A8_PROFILE")[0] == '1' && cu.EventCreate && cu.EventRecord && cu.EventElapsedTime;
+    g->prof = env_on("W8A8_PROFILE") && cu.EventCreate && cu.EventRecord && cu.EventElapsedTime;
     g->use_graphs = cu.StreamBeginCapture && cu.StreamEndCapture && cu.GraphInstantiateWithFlags && cu.GraphLaunch && cu.GraphExecDestroy &&
-                    cu.GraphDestroy && !(getenv("W8A8_NO_GRAPH") && getenv("W8A8_NO_GRAPH")[0] == '1') && !g->prof;
+                    cu.GraphDestroy && !env_on("W8A8_NO_GRAPH") && !g->prof;
     g->gemm_fn = c->scheme == W8A8_BF16 ? F_GEMM_BF16 : c->scheme == W8A8_FP8 ? F_GEMM_E4M3 : F_GEMM_S8;
 
     /* weights, uploaded once from the mapping */
@@ -1941,7 +1946,7 @@ static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const g
     CUdeviceptr w = l->w, ws = l->scale, bias = l->bias, asp = l->scale ? as : 0;
     void *args[] = {&a, &w, &M, (void *)&l->N, &Kb, &asp, &ws, &bias, &out_mode, &out, &ldo};
     if (M <= GEMV_MAX_M && !g->no_gemv) return launch(g, fn - F_GEMM_BF16 + F_GEMV_BF16, (l->N + GEMV_WARPS - 1) / GEMV_WARPS, 1, 1, 32 * GEMV_WARPS, args);
-    if (g->hopper_min_m && M >= g->hopper_min_m && !(fn == F_GEMM_E4M3 && g->exact_fp8)) {
+    if (g->wgmma && !(fn == F_GEMM_E4M3 && g->exact_fp8)) {
         int tiles_m = (M + 127) / 128, wide = tiles_m * ((l->N + 255) / 256) >= g->sms, bn = wide ? 256 : 128;
         int tiles = tiles_m * ((l->N + bn - 1) / bn), rc;
         tma_map ma, mw;

@@ -97,14 +97,14 @@ static void test_gpu_kernels(void) {
      * the decode gemv (M <= 4) and, on Hopper, the wgmma kernel (at every M, 128- and 256-column tiles) */
     int shapes[][3] = {{1, 64, 64}, {2, 72, 960}, {4, 264, 4160}, {5, 100, 172}, {64, 128, 256}, {130, 200, 320}, {256, 520, 1024},
                        {1100, 4200, 192}};
-    int n_shapes = sizeof shapes / sizeof *shapes, keep_gemv = g->no_gemv, keep_hopper = g->hopper_min_m;
+    int n_shapes = sizeof shapes / sizeof *shapes, keep_gemv = g->no_gemv, keep_wgmma = g->wgmma;
     const char *family[] = {"mma.sync", "gemv", "wgmma"};
     for (int fam = 0; fam < 3; fam++)
     for (int type = 0; type < 3; type++) {
         if (type == 1 && !fp8) continue;
-        if (fam == 2 && !keep_hopper) { skip(path("GPU gemm_%s (wgmma) == CPU", mode_name[type]), "not a Hopper GPU (or $W8A8_NO_WGMMA=1)"); continue; }
+        if (fam == 2 && !keep_wgmma) { skip(path("GPU gemm_%s (wgmma) == CPU", mode_name[type]), "not a Hopper GPU (or $W8A8_NO_WGMMA=1)"); continue; }
         g->no_gemv = fam != 1;
-        g->hopper_min_m = fam == 2 ? 1 : 0;
+        g->wgmma = fam == 2;
         int fn = type == 0 ? F_GEMM_BF16 : type == 1 ? F_GEMM_E4M3 : F_GEMM_S8, es = type == 0 ? 2 : 1, bad = 0, emu[4] = {0}, outputs = 0;
         double worst = 0;
         for (int sh_ = 0; sh_ < n_shapes; sh_++) {
@@ -197,7 +197,7 @@ static void test_gpu_kernels(void) {
                    emu[3], emu[0], emu[1], emu[2]);
     }
     g->no_gemv = keep_gemv;
-    g->hopper_min_m = keep_hopper;
+    g->wgmma = keep_wgmma;
 
     /* RoPE + KV write, with and without q/k norm, and into an fp8 cache */
     for (int variant = 0; variant < 3; variant++) {
@@ -382,34 +382,45 @@ static void test_gpu_e2e(void) {
             int fp8 = !strncmp(schemes[s], "fp8", 3);
             w8a8_model *c = open_cpu(p, 1), *gm = open_gpu_exact(p, 1, fp8);
             if (!gm) { skip(path("GPU end to end %s %s", names[k], schemes[s]), gpu_skip_why); w8a8_close(c); continue; }
-            int fast = fp8 && gm->gpu->hopper_min_m;
+            int fast = fp8 && gm->gpu->wgmma;
+            /* the CPU reference's side, once for both GPU paths: greedy text, the last-position logits of a
+             * prompt, perplexity (the calibrated variants on a shorter text to keep the CPU side quick) */
+            int ids[128], n, sc, V = w8a8_config_of(c)->vocab_size, ppl_tokens = s >= 3 ? 2048 : 0;
+            const float *lc;
+            char *tc = generate_text(c, "", 200);
+            w8a8_tokenize(c, "Once upon a time, a little boy named Tom went to the park with his dog. They", 1, ids, 128, &n);
+            w8a8_seq_start(c, &sc);
+            w8a8_feed(c, sc, ids, n);
+            w8a8_logits(c, sc, &lc);
+            float *lcpu = malloc(sizeof(float) * V);
+            memcpy(lcpu, lc, sizeof(float) * V);
+            w8a8_seq_end(c, sc);
+            double ppl_cpu = text_ppl(c, text, 256, ppl_tokens, NULL);
             for (int pass = 0; pass < 1 + fast; pass++) {
                 if (pass) { w8a8_close(gm); gm = open_gpu(p, 1); }
                 const char *how = pass ? " (wgmma FP8)" : fast ? " (exact FP8)" : "";
                 double lbound = pass ? 0.15 : bound[s], pbound = pass ? 2e-2 : 1e-3;
-                char *tc = generate_text(c, "", 200), *tg = generate_text(gm, "", 200);
+                char *tg = generate_text(gm, "", 200);
                 int same = !strcmp(tc, tg), at = 0;
                 while (tc[at] && tc[at] == tg[at]) at++;
                 result(same, path("GPU == CPU %s %s%s: greedy 200 tokens from BOS, identical text", names[k], schemes[s], how), "%s",
                        same ? "" : path("first difference at byte %d: \"%.40s\" vs \"%.40s\"", at, tc + at, tg + at));
-                /* last-position logits of a prompt */
-                int ids[128], n, sc, sg;
-                const float *lc, *lg;
-                w8a8_tokenize(c, "Once upon a time, a little boy named Tom went to the park with his dog. They", 1, ids, 128, &n);
-                w8a8_seq_start(c, &sc); w8a8_seq_start(gm, &sg);
-                w8a8_feed(c, sc, ids, n); w8a8_feed(gm, sg, ids, n);
-                w8a8_logits(c, sc, &lc); w8a8_logits(gm, sg, &lg);
+                int sg;
+                const float *lg;
+                w8a8_seq_start(gm, &sg);
+                w8a8_feed(gm, sg, ids, n);
+                w8a8_logits(gm, sg, &lg);
                 double md = 0, ma = 0;
-                for (uint32_t v = 0; v < w8a8_config_of(c)->vocab_size; v++) { md = isnan(lg[v]) ? 1e9 : fmax(md, fabs(lc[v] - lg[v])); ma = fmax(ma, fabs(lc[v])); }
+                for (int v = 0; v < V; v++) { md = isnan(lg[v]) ? 1e9 : fmax(md, fabs(lcpu[v] - lg[v])); ma = fmax(ma, fabs(lcpu[v])); }
                 result(md <= lbound * ma, path("GPU == CPU %s %s%s: last-position logits", names[k], schemes[s], how), "%d tokens, max |diff| %.2e = %.1e x max |logit| (bound %.2g)",
                        n, md, md / ma, lbound);
-                w8a8_seq_end(c, sc); w8a8_seq_end(gm, sg);
-                /* perplexity on the same windows (the calibrated variants: a shorter text keeps the CPU side quick) */
-                double ppl[2] = {text_ppl(c, text, 256, s >= 3 ? 2048 : 0, NULL), text_ppl(gm, text, 256, s >= 3 ? 2048 : 0, NULL)};
-                result(fabs(ppl[1] / ppl[0] - 1) <= pbound, path("GPU == CPU %s %s%s: perplexity within %g %%", names[k], schemes[s], how, 100 * pbound),
-                       "CPU %.4f, GPU %.4f (%+.3f %%)", ppl[0], ppl[1], 100 * (ppl[1] / ppl[0] - 1));
-                free(tc); free(tg);
+                w8a8_seq_end(gm, sg);
+                double ppl = text_ppl(gm, text, 256, ppl_tokens, NULL);
+                result(fabs(ppl / ppl_cpu - 1) <= pbound, path("GPU == CPU %s %s%s: perplexity within %g %%", names[k], schemes[s], how, 100 * pbound),
+                       "CPU %.4f, GPU %.4f (%+.3f %%)", ppl_cpu, ppl, 100 * (ppl / ppl_cpu - 1));
+                free(tg);
             }
+            free(tc); free(lcpu);
             w8a8_close(c); w8a8_close(gm);
         }
     free(text);

@@ -117,9 +117,9 @@ static void bench_gemm(gpu_state *g) {
             for (int mi = 0; mi < N_MS; mi++) {
                 int N = SHAPES[s][0], K = SHAPES[s][1], M = MS[mi];
                 glinear l = {.w = W, .scale = type ? sw : 0, .N = N, .K = K, .Kp = K};
-                int hopper = g->hopper_min_m;
+                int hopper = g->wgmma;
                 for (int pass = 0; pass < (g_compare_mma && hopper && M > GEMV_MAX_M ? 2 : 1); pass++) {   /* --compare-mma: the mma.sync tiles too */
-                    g->hopper_min_m = pass ? 0 : hopper;
+                    g->wgmma = pass ? 0 : hopper;
                     gpu_gemm(g, fn, A, sa, &l, M, 0, O, N);   /* warm up */
                     int reps = 1;
                     double ms;
@@ -133,7 +133,7 @@ static void bench_gemm(gpu_state *g) {
                     if (gpu_sync(g)) die("%s", w8a8_error());
                     (pass ? mma_sync : ours)[type][s][mi] = 2.0 * M * N * K / (ms / reps * 1e-3) / 1e12;
                 }
-                g->hopper_min_m = hopper;
+                g->wgmma = hopper;
             }
     }
     free(h); free(ones);
