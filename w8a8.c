@@ -204,6 +204,7 @@ struct w8a8_model {
     float *rope_cos, *rope_sin;   /* [max_ctx][head_dim/2], shared by CPU and GPU so both rotate alike */
 
     int max_ctx, max_batch;
+    int feed_rows;                /* rows of prompts per forward pass: up to PREFILL_ROWS on the GPU */
     int *seq_len;                 /* -1: slot free */
     float *logits;                /* [max_batch][vocab]: each sequence's last logits */
     int *logits_ready;            /* 1 if logits[seq] is current on the host */
@@ -1061,7 +1062,7 @@ static float warp_dot(const float *a, const float *b, int n) {
     }
     return butterfly32(part);
 }
-#define NORM_THREADS 256   /* rmsnorm_quant's block */
+#define NORM_THREADS 1024   /* rmsnorm_quant's block */
 
 /* RMSNorm as the GPU sums it (the f32 scheme keeps llama2.c's order: rmsnorm above). */
 static void rmsnorm_gpu_order(float *o, const float *x, const float *w, int n, float eps) {
@@ -1156,22 +1157,36 @@ static float silu(float x) { return x * (1.0f / (1.0f + expf(-x))); }           
 static float silu_gpu_order(float x) { return x * (1.0f / (1.0f + exp_w8a8(-x))); }
 
 /* Attention of one query head over positions 0..p, as the GPU computes it: in chunks of ATT_CHUNK positions,
- * each with its own max m, sum l = sum exp(s - m) and o = sum exp(s - m) v (in position order), then the chunks
- * merged in order: M = max m, L = sum l exp(m - M), out = (sum o exp(m - M)) / L. s = warp_dot(q, k) / sqrt(d). */
+ * each with its own max m of the scores s = warp_dot(q, k) / sqrt(d) and e = exp(s - m); in a chunk, warp w of
+ * ATT_WARPS sums its positions w, w + ATT_WARPS, ... in order (l_w = sum e, o_w = sum e v) and the warps' sums
+ * are added in warp order; then the chunks are merged in order: M = max m, L = sum l exp(m - M),
+ * out = (sum o exp(m - M)) / L. */
 #define ATT_CHUNK 256
+#define ATT_WARPS 8
+#define ROPE_WARPS 4   /* heads a rope_kv block takes */
 static void attention_head_gpu_order(float *out, const float *q, const float *kb, const float *vb, size_t stride, int p, int hd,
-                                     float *scratch /* ATT_CHUNK + n_chunks (hd + 2) floats */) {
+                                     float *scratch /* ATT_CHUNK + n_chunks (hd + 2) + ATT_WARPS hd floats */) {
     int n_chunks = p / ATT_CHUNK + 1;
-    float *e = scratch, *ms = e + ATT_CHUNK, *ls = ms + n_chunks, *os = ls + n_chunks;
+    float *e = scratch, *ms = e + ATT_CHUNK, *ls = ms + n_chunks, *os = ls + n_chunks, *ow = os + (size_t)n_chunks * hd;
     for (int c = 0; c < n_chunks; c++) {
         int start = c * ATT_CHUNK, end = p + 1 < start + ATT_CHUNK ? p + 1 : start + ATT_CHUNK, n = end - start;
-        float m = -INFINITY, l = 0.0f;
+        float m = -INFINITY, lw[ATT_WARPS];
         for (int t = 0; t < n; t++) { e[t] = warp_dot(q, kb + (size_t)(start + t) * stride, hd) / sqrtf((float)hd); m = fmaxf(m, e[t]); }
         for (int t = 0; t < n; t++) e[t] = exp_w8a8(e[t] - m);
-        for (int t = 0; t < n; t++) l += e[t];
+        for (int w = 0; w < ATT_WARPS; w++) {
+            float *o = ow + (size_t)w * hd;
+            lw[w] = 0.0f;
+            memset(o, 0, sizeof(float) * hd);
+            for (int t = w; t < n; t += ATT_WARPS) {
+                lw[w] += e[t];
+                for (int d = 0; d < hd; d++) o[d] += e[t] * vb[(size_t)(start + t) * stride + d];
+            }
+        }
+        float l = lw[0];
+        for (int w = 1; w < ATT_WARPS; w++) l += lw[w];
         for (int d = 0; d < hd; d++) {
-            float acc = 0.0f;
-            for (int t = 0; t < n; t++) acc += e[t] * vb[(size_t)(start + t) * stride + d];
+            float acc = ow[d];
+            for (int w = 1; w < ATT_WARPS; w++) acc += ow[(size_t)w * hd + d];
             os[(size_t)c * hd + d] = acc;
         }
         ms[c] = m; ls[c] = l;
@@ -1242,7 +1257,7 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
     float *x = malloc(sizeof(float) * n * D), *xb = malloc(sizeof(float) * n * kmax),
           *q = malloc(sizeof(float) * n * kmax), *s = malloc(sizeof(float) * n),
           *y = malloc(sizeof(float) * (size_t)n * widest),
-          *att = malloc(sizeof(float) * (m->max_ctx + ATT_CHUNK + (size_t)(m->max_ctx / ATT_CHUNK + 1) * (hd + 2))),
+          *att = malloc(sizeof(float) * (m->max_ctx + ATT_CHUNK + (size_t)(m->max_ctx / ATT_CHUNK + 1) * (hd + 2) + (size_t)ATT_WARPS * hd)),
           *wbuf = malloc(sizeof(float) * kmax);
     if (!x || !xb || !q || !s || !y || !att || !wbuf) {
         free(x); free(xb); free(q); free(s); free(y); free(att); free(wbuf);
@@ -1343,7 +1358,8 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
  * 5. GPU backend: the CUDA driver API and NVRTC, both opened with dlopen (no CUDA headers or libraries are
  *    needed to build), and kernels.cu.inc compiled at start-up for the GPU found.
  * ======================================================================================================= */
-#define FEED_CHUNK 256   /* rows of a prompt per forward pass */
+#define FEED_CHUNK 256      /* rows per forward pass when every row's logits are kept (w8a8_score), and on the CPU */
+#define PREFILL_ROWS 2048   /* rows of prompts per forward pass on the GPU (big GEMMs), fewer if part_o would pass 512 MiB */
 
 #define W8A8_KERNELS(...) #__VA_ARGS__
 static const char kernel_source[] =
@@ -1620,13 +1636,13 @@ static int env_on(const char *name) {
 typedef struct { int n; CUgraphExec exec; } gpu_graph;
 typedef struct { CUdeviceptr w, scale, bias; float in_scale; int N, K, Kp; } glinear;
 typedef struct { CUdeviceptr attn_norm, ffn_norm, q_norm, k_norm; glinear qkv, o, w13, w2; } glayer;
-enum { F_EMBED, F_RMSNORM, F_QUANT, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_GEMV_BF16, F_GEMV_E4M3, F_GEMV_S8,
-       F_GEMM90 /* 6: bf16, e4m3, s8, each with 128- and 256-column tiles */, F_ROPE = F_GEMM90 + 6, F_ATTN, F_ATTN_COMBINE, F_ARGMAX,
+enum { F_EMBED, F_RMSNORM, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_GEMV_BF16, F_GEMV_E4M3, F_GEMV_S8,
+       F_GEMM90 /* 6: bf16, e4m3, s8, each with 128- and 256-column tiles */, F_ROPE = F_GEMM90 + 6, F_ATTN, F_COMBINE_QUANT, F_ARGMAX,
        F_NLL, F_ABSMAX, F_COUNT };
-static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "quantize_rows", "silu_mul_quant", "gemm_bf16", "gemm_e4m3",
+static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "silu_mul_quant", "gemm_bf16", "gemm_e4m3",
                                             "gemm_s8", "gemv_bf16", "gemv_e4m3", "gemv_s8", "gemm90_bf16_128", "gemm90_bf16_256",
                                             "gemm90_e4m3_128", "gemm90_e4m3_256", "gemm90_s8_128", "gemm90_s8_256", "rope_kv", "attention",
-                                            "attention_combine", "argmax_rows", "row_nll", "col_absmax"};
+                                            "attention_combine_quant", "argmax_rows", "row_nll", "col_absmax"};
 
 struct gpu_state {
     CUdevice dev;
@@ -1645,7 +1661,6 @@ struct gpu_state {
     glayer *layers;
     CUdeviceptr embd, out_norm, rope_cos, rope_sin, k_cache, v_cache;
     glinear head;
-    int rows_cap;
     CUdeviceptr x, act, act_s, qkv, att, h13, xn, tok, seq, pos, rows, logits, seq_logits, part_o, part_ml, argmax;
     CUdeviceptr calib;            /* calibration statistics, while w8a8_calibrate is on */
     CUdeviceptr sample_rows;      /* w8a8_sample_greedy's sequence ids */
@@ -1816,6 +1831,8 @@ static int gpu_open(w8a8_model *m) {
         return fail(W8A8_ERR_GPU, "%s (sm_%d) has no FP8 tensor cores (sm_89 and later do): convert with --scheme int8 or bf16", g->name, g->cc);
     if (c->kv_dtype == W8A8_KV_FP8 && g->cc < 89)
         return fail(W8A8_ERR_GPU, "%s (sm_%d) has no FP8 conversions (sm_89 and later do): convert without --kv fp8", g->name, g->cc);
+    if (c->head_dim > 32 * 8)   /* MAXD in kernels.cu.inc */
+        return fail(W8A8_ERR_GPU, "head_dim %u: the GPU attention takes head dims up to 256 (the CPU reference takes any)", c->head_dim);
     if ((r = cu.StreamCreate(&g->stream, 0))) return fail(W8A8_ERR_GPU, "cuStreamCreate: %s", cu_str(r));
     double t0 = seconds();
     if ((rc = load_kernels(g, target))) return rc;
@@ -1871,14 +1888,17 @@ static int gpu_open(w8a8_model *m) {
     snprintf(what, sizeof what, "the KV cache (%d sequences x %d positions)", m->max_batch, m->max_ctx);
     if ((rc = gpu_alloc(g, &g->k_cache, kv, what)) || (rc = gpu_alloc(g, &g->v_cache, kv, what))) return rc;
     /* activations for the largest batch of rows a forward pass takes */
-    int R = g->rows_cap = m->max_batch > FEED_CHUNK ? m->max_batch : FEED_CHUNK;
-    int splits = (m->max_ctx + ATT_CHUNK - 1) / ATT_CHUNK;
+    int splits = (m->max_ctx + ATT_CHUNK - 1) / ATT_CHUNK, R = PREFILL_ROWS;
+    while (R > FEED_CHUNK && (double)R * c->n_heads * splits * c->head_dim * sizeof(float) > 512.0 * 1048576) R /= 2;
+    if (R < m->max_batch) R = m->max_batch;
+    m->feed_rows = R;
+    int LR = m->max_batch > FEED_CHUNK ? m->max_batch : FEED_CHUNK;   /* rows of logits: every sequence, or a score chunk */
     size_t act = 0;
 #define ACT(ptr, n) (act += (n), gpu_alloc(g, &g->ptr, (n), "activations"))
     if ((rc = ACT(x, sizeof(float) * R * D)) || (rc = ACT(act, (size_t)R * g->Kmax * 2)) || (rc = ACT(act_s, sizeof(float) * R)) ||
         (rc = ACT(qkv, (size_t)R * (qd + 2 * kvd) * 2)) || (rc = ACT(att, sizeof(float) * R * qd)) || (rc = ACT(h13, (size_t)R * 2 * H * 2)) ||
         (rc = ACT(xn, (size_t)R * g->Dp * 2)) || (rc = ACT(tok, sizeof(int) * R)) || (rc = ACT(seq, sizeof(int) * R)) ||
-        (rc = ACT(pos, sizeof(int) * R)) || (rc = ACT(rows, sizeof(int) * R)) || (rc = ACT(logits, sizeof(float) * R * (size_t)V)) ||
+        (rc = ACT(pos, sizeof(int) * R)) || (rc = ACT(rows, sizeof(int) * R)) || (rc = ACT(logits, sizeof(float) * LR * (size_t)V)) ||
         (rc = ACT(seq_logits, sizeof(float) * m->max_batch * (size_t)V)) || (rc = ACT(argmax, sizeof(int) * m->max_batch)) ||
         (rc = ACT(sample_rows, sizeof(int) * m->max_batch)) ||
         (rc = ACT(part_o, sizeof(float) * (size_t)R * c->n_heads * splits * c->head_dim)) ||
@@ -1974,7 +1994,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
     float eps = c->norm_eps, no_scale = 0.0f;
     CUdeviceptr null = 0;
     void *a_embed[] = {&g->tok, &g->embd, &D, &g->Dp, &g->x};
-    if ((rc = launch(g, F_EMBED, n, 1, 1, 256, a_embed))) return rc;
+    if ((rc = launch(g, F_EMBED, n, 1, 1, 1024, a_embed))) return rc;
     size_t layer_kv = (size_t)m->max_batch * ctx * kvd * g->kv_es;
     for (uint32_t l = 0; l < c->n_layers && !rc; l++) {
         glayer *L = &g->layers[l];
@@ -1985,26 +2005,24 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
         void *a_n1[] = {&g->x, &null, &L->attn_norm, &eps, &D, &Kq, &mode, &s_qkv, &g->act, &g->act_s};
         void *a_rope[] = {&g->qkv, &g->pos, &g->seq, &g->rope_cos, &g->rope_sin, &nh, &nkv, &hd, &L->q_norm, &L->k_norm, &eps, &kc, &vc, &ctx, &ks, &vs};
         void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &g->part_o, &g->part_ml};
-        void *a_comb[] = {&g->part_o, &g->part_ml, &splits, &nh, &hd, &g->att};
-        void *a_q[] = {&g->att, &qd, &Ko, &mode, &s_o, &g->act, &g->act_s};
+        void *a_comb[] = {&g->part_o, &g->part_ml, &splits, &nh, &hd, &g->att, &Ko, &mode, &s_o, &g->act, &g->act_s};
         void *a_n2[] = {&g->x, &null, &L->ffn_norm, &eps, &D, &K13, &mode, &s_13, &g->act, &g->act_s};
         void *a_silu[] = {&g->h13, &H, &K2, &mode, &s_2, &g->act, &g->act_s};
         /* calibration (bf16 scheme): each linear's input as quantized (bf16), the keys and values as cached */
 #define CALIB(what, src, cols, ld, sq, ps) (m->calib ? calib_gpu(g, w8a8_calib_offset(c, l, what), src, cols, ld, sq, ps, ctx, n) : 0)
-        rc = launch(g, F_RMSNORM, n, 1, 1, 256, a_n1);
+        rc = launch(g, F_RMSNORM, n, 1, 1, NORM_THREADS, a_n1);
         if (!rc) rc = CALIB(W8A8_CAL_QKV, g->act, D, Kq, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->qkv, n, 0, g->qkv, qd + 2 * kvd);
-        if (!rc) rc = launch(g, F_ROPE, n, 1, 1, 128, a_rope);
+        if (!rc) rc = launch(g, F_ROPE, n, (nh + nkv + ROPE_WARPS - 1) / ROPE_WARPS, 1, 32 * ROPE_WARPS, a_rope);
         if (!rc) rc = CALIB(W8A8_CAL_K, kc, kvd, kvd, g->seq, g->pos);
         if (!rc) rc = CALIB(W8A8_CAL_V, vc, kvd, kvd, g->seq, g->pos);
-        if (!rc) rc = launch(g, F_ATTN, n, nh, splits, 128, a_attn);
-        if (!rc) rc = launch(g, F_ATTN_COMBINE, n, nh, 1, 32, a_comb);
-        /* quantize_rows and silu_mul_quant: 1024 threads a row (a max and elementwise work: the result does not
-         * depend on the block size, unlike rmsnorm_quant's sum, whose order the CPU reference follows) */
-        if (!rc) rc = launch(g, F_QUANT, n, 1, 1, 1024, a_q);
+        if (!rc) rc = launch(g, F_ATTN, n, nh, splits, 32 * ATT_WARPS, a_attn);
+        /* the chunks merged and the row quantized: 1024 threads a row (a max and elementwise work: the result
+         * does not depend on the block size, unlike rmsnorm_quant's sum, whose order the CPU reference follows) */
+        if (!rc) rc = launch(g, F_COMBINE_QUANT, n, 1, 1, 1024, a_comb);
         if (!rc) rc = CALIB(W8A8_CAL_O, g->act, qd, Ko, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->o, n, 1, g->x, D);
-        if (!rc) rc = launch(g, F_RMSNORM, n, 1, 1, 256, a_n2);
+        if (!rc) rc = launch(g, F_RMSNORM, n, 1, 1, NORM_THREADS, a_n2);
         if (!rc) rc = CALIB(W8A8_CAL_W13, g->act, D, K13, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->w13, n, 0, g->h13, 2 * H);
         if (!rc) rc = launch(g, F_SILU, n, 1, 1, 1024, a_silu);
@@ -2015,7 +2033,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
     if (rc || !n_out) return rc;
     int bf = 0, V = c->vocab_size;
     void *a_fn[] = {&g->x, &g->rows, &g->out_norm, &eps, &D, &g->Dp, &bf, &no_scale, &g->xn, &null};
-    if ((rc = launch(g, F_RMSNORM, n_out, 1, 1, 256, a_fn))) return rc;
+    if ((rc = launch(g, F_RMSNORM, n_out, 1, 1, NORM_THREADS, a_fn))) return rc;
     return gpu_gemm(g, F_GEMM_BF16, g->xn, 0, &g->head, n_out, 2, g->logits, V);
 }
 
@@ -2232,6 +2250,7 @@ static int finish_open(w8a8_model *m, const char *name) {
     m->chat_tmpl = strndup(m->tok.chat_template, m->tok.template_bytes);
     if (!m->seq_len || !m->logits_ready || !m->logits || !m->chat_tmpl) return fail(W8A8_ERR_NOMEM, "out of memory");
     for (int i = 0; i < m->max_batch; i++) m->seq_len[i] = -1;
+    m->feed_rows = FEED_CHUNK;   /* gpu_open raises it */
     if ((rc = build_rope(m))) return rc;
     if (!m->opt.force_cpu) {
         rc = gpu_open(m);
@@ -2240,6 +2259,7 @@ static int finish_open(w8a8_model *m, const char *name) {
             snprintf(m->fallback, sizeof m->fallback, "%s", g_error);
             gpu_free(m->gpu);   /* whatever a failed start made */
             m->gpu = NULL;
+            m->feed_rows = FEED_CHUNK;
         }
     } else snprintf(m->fallback, sizeof m->fallback, "the CPU was asked for");
     if (!m->gpu && (rc = cpu_init(m))) return rc;
@@ -2357,31 +2377,77 @@ static int check_tokens(const w8a8_model *m, const int *ids, int n) {
     return W8A8_OK;
 }
 
-/* Feeds ids to one sequence in chunks; all_logits (n_all rows) receives every row's logits if not NULL. */
-static int feed_rows(w8a8_model *m, int seq, const int *ids, int n, float *all_logits) {
-    int rc = check_seq(m, seq);
-    if (rc) return rc;
-    if (!ids || n <= 0) return fail(W8A8_ERR_ARG, "nothing to feed (%d tokens)", n);
+/* Feeds ids to one sequence, FEED_CHUNK rows a forward pass; all_logits receives every row's logits. */
+static int feed_all_logits(w8a8_model *m, int seq, const int *ids, int n, float *all_logits) {
+    int rc, seqs[FEED_CHUNK], pos[FEED_CHUNK];
+    unsigned char want[FEED_CHUNK];
     if ((rc = check_tokens(m, ids, n))) return rc;
     if (n > m->max_ctx - m->seq_len[seq])
         return fail(W8A8_ERR_CONTEXT, "%d more tokens do not fit: sequence %d holds %d of %d positions (raise the context)",
                     n, seq, m->seq_len[seq], m->max_ctx);
-    int seqs[FEED_CHUNK], pos[FEED_CHUNK];
-    unsigned char want[FEED_CHUNK];
     for (int done = 0; done < n;) {
         int k = n - done < FEED_CHUNK ? n - done : FEED_CHUNK;
-        for (int i = 0; i < k; i++) { seqs[i] = seq; pos[i] = m->seq_len[seq] + i; want[i] = all_logits || done + i == n - 1; }
+        for (int i = 0; i < k; i++) { seqs[i] = seq; pos[i] = m->seq_len[seq] + i; want[i] = 1; }
         m->logits_ready[seq] = 0;
         if ((rc = forward(m, k, ids + done, seqs, pos, want))) return rc;
         m->seq_len[seq] += k;
-        if (all_logits && (rc = fetch_logits(m, k, all_logits + (size_t)done * m->cfg.vocab_size))) return rc;
+        if ((rc = fetch_logits(m, k, all_logits + (size_t)done * m->cfg.vocab_size))) return rc;
         done += k;
-        if (done == n && (rc = keep_logits(m, all_logits ? k - 1 : 0, seq))) return rc;
+        if (done == n && (rc = keep_logits(m, k - 1, seq))) return rc;
     }
     return W8A8_OK;
 }
 
-int w8a8_feed(w8a8_model *m, int seq, const int *ids, int n) { return feed_rows(m, seq, ids, n, NULL); }
+/* Feeds the prompts of several sequences: their rows are packed, one sequence after another, into forward
+ * passes of up to m->feed_rows rows (a pass may hold the end of one prompt and the start of the next), so
+ * many short prompts make the large GEMMs a long prompt makes. Only each prompt's last row gets logits. */
+static int feed_seqs(w8a8_model *m, int n_seqs, const int *seqs, const int *const *ids, const int *n) {
+    int rc, R = m->feed_rows;
+    for (int i = 0; i < n_seqs; i++) {
+        if ((rc = check_seq(m, seqs[i]))) return rc;
+        for (int j = 0; j < i; j++)
+            if (seqs[j] == seqs[i]) return fail(W8A8_ERR_ARG, "w8a8_feed_batch: sequence %d is given twice", seqs[i]);
+        if (!ids[i] || n[i] <= 0) return fail(W8A8_ERR_ARG, "nothing to feed (%d tokens)", n[i]);
+        if (n[i] > m->max_ctx - m->seq_len[seqs[i]])
+            return fail(W8A8_ERR_CONTEXT, "%d more tokens do not fit: sequence %d holds %d of %d positions (raise the context)",
+                        n[i], seqs[i], m->seq_len[seqs[i]], m->max_ctx);
+        if ((rc = check_tokens(m, ids[i], n[i]))) return rc;
+    }
+    int *tok = malloc(sizeof(int) * 3 * R), *sq = tok + R, *ps = sq + R;
+    unsigned char *want = malloc(R);
+    if (!tok || !want) { free(tok); free(want); return fail(W8A8_ERR_NOMEM, "out of memory"); }
+    for (int i = 0; i < n_seqs; i++) m->logits_ready[seqs[i]] = 0;
+    rc = W8A8_OK;
+    for (int i = 0, off = 0; i < n_seqs;) {   /* (i, off): the next row to feed */
+        int k = 0, n_out = 0;
+        while (k < R && i < n_seqs) {
+            int take = n[i] - off < R - k ? n[i] - off : R - k, s = seqs[i];
+            for (int j = 0; j < take; j++, k++) {
+                tok[k] = ids[i][off + j]; sq[k] = s; ps[k] = m->seq_len[s] + j;   /* seq_len: the rows of earlier passes */
+                want[k] = off + j == n[i] - 1;
+            }
+            if ((off += take) == n[i]) { i++; off = 0; }
+        }
+        if ((rc = forward(m, k, tok, sq, ps, want))) break;
+        for (int r = 0; r < k; r++) m->seq_len[sq[r]] = ps[r] + 1;
+        for (int r = 0; r < k && !rc; r++) if (want[r]) rc = keep_logits(m, n_out++, sq[r]);
+        if (rc) break;
+    }
+    free(tok); free(want);
+    return rc;
+}
+
+int w8a8_feed(w8a8_model *m, int seq, const int *ids, int n) {
+    int rc = check_seq(m, seq);
+    return rc ? rc : feed_seqs(m, 1, &seq, &ids, &n);
+}
+
+int w8a8_feed_batch(w8a8_model *m, int n_seqs, const int *seqs, const int *const *ids, const int *n) {
+    CHECK_MODEL(m);
+    if (!seqs || !ids || !n || n_seqs <= 0) return fail(W8A8_ERR_ARG, "w8a8_feed_batch: NULL argument or no sequences");
+    if (n_seqs > m->max_batch) return fail(W8A8_ERR_ARG, "w8a8_feed_batch: %d sequences, more than max_batch %d", n_seqs, m->max_batch);
+    return feed_seqs(m, n_seqs, seqs, ids, n);
+}
 
 int w8a8_step(w8a8_model *m, int n_seqs, const int *seqs, const int *ids) {
     CHECK_MODEL(m);
@@ -2507,7 +2573,7 @@ int w8a8_score(w8a8_model *m, int seq, const int *ids, int n, double *nll_sum, i
     float *lg = malloc(sizeof(float) * V * n);
     if (!lg) return fail(W8A8_ERR_NOMEM, "out of memory for %d rows of logits", n);
     int rc = w8a8_seq_reset(m, seq);
-    if (!rc) rc = feed_rows(m, seq, ids, n, lg);
+    if (!rc) rc = feed_all_logits(m, seq, ids, n, lg);
     double nll = 0;
     for (int i = 0; !rc && i + 1 < n; i++) {
         const float *row = lg + V * i;

@@ -33,7 +33,8 @@
  *     }
  *
  * Sequences: a model holds up to options.max_batch sequences, each with its own KV cache of
- * options.max_context positions. w8a8_feed() appends tokens to one sequence (a whole prompt in one call);
+ * options.max_context positions. w8a8_feed() appends tokens to one sequence (a whole prompt in one call),
+ * w8a8_feed_batch() to several at once (their prompts packed into the same forward passes);
  * w8a8_step() appends one token to each of several sequences in a single batched forward pass. After
  * either, the logits of each sequence's last position are available to w8a8_logits() and w8a8_sample().
  */
@@ -213,6 +214,10 @@ int w8a8_seq_end(w8a8_model *m, int seq);             /* give the slot back */
 int w8a8_seq_length(w8a8_model *m, int seq, int *n);  /* positions filled */
 
 int w8a8_feed(w8a8_model *m, int seq, const int *ids, int n);                    /* append n tokens */
+/* Appends n[i] tokens ids[i][..] to sequence seqs[i], for n_seqs distinct sequences at once: the prompts'
+ * rows share forward passes (up to 2048 rows a pass on the GPU), so many short prompts run as fast as one
+ * long one. The same as w8a8_feed on each, in results. */
+int w8a8_feed_batch(w8a8_model *m, int n_seqs, const int *seqs, const int *const *ids, const int *n);
 int w8a8_step(w8a8_model *m, int n_seqs, const int *seqs, const int *ids);      /* one token to each */
 /* The logits (vocab_size floats) of the sequence's last fed position; valid until the next feed/step. */
 int w8a8_logits(w8a8_model *m, int seq, const float **logits);

@@ -1053,6 +1053,44 @@ static void test_batch(void) {
         result(ok, path("batch (%s): 4 sequences of different lengths stepped together == each alone", schemes[s]), "");
         w8a8_close(mb); w8a8_close(m1);
     }
+    /* w8a8_feed_batch: prompts packed into shared forward passes (here 3 + 200 + 150 + 1 rows: two passes of up
+     * to 256 rows on the CPU, one prompt split across them) == each prompt fed alone, logits and a step after */
+    for (int s = 0; s < 3; s++) {
+        const char *p = model("stories260K", schemes[s]);
+        w8a8_model *mf = open_cpu(p, 4), *m1 = open_cpu(p, 4);
+        int lens[4] = {3, 200, 150, 1}, *ids[4], seqs[4], seqs1[4], ok = mf && m1, V = mf ? w8a8_config_of(mf)->vocab_size : 0;
+        for (int i = 0; i < 4; i++) {
+            ids[i] = malloc(sizeof(int) * lens[i]);
+            for (int j = 0; j < lens[i]; j++) ids[i][j] = 1 + (i * 97 + j * 31) % (V - 1);
+            w8a8_seq_start(mf, &seqs[i]);
+            w8a8_seq_start(m1, &seqs1[i]);
+            ok &= !w8a8_feed(m1, seqs1[i], ids[i], lens[i]);
+        }
+        ok &= !w8a8_feed_batch(mf, 4, seqs, (const int *const *)ids, lens);
+        int toks[4] = {7, 8, 9, 10};
+        ok &= !w8a8_step(mf, 4, seqs, toks) && !w8a8_step(m1, 4, seqs1, toks);
+        for (int i = 0; ok && i < 4; i++) {
+            const float *a, *b;
+            int la = -1, lb = -2;
+            w8a8_logits(mf, seqs[i], &a);
+            w8a8_logits(m1, seqs1[i], &b);
+            w8a8_seq_length(mf, seqs[i], &la);
+            w8a8_seq_length(m1, seqs1[i], &lb);
+            ok &= !memcmp(a, b, sizeof(float) * V) && la == lens[i] + 1 && la == lb;
+        }
+        /* misuse: a sequence twice, a bad token, too long: errors, nothing fed */
+        int two[2] = {seqs[0], seqs[0]}, bad[3] = {4, -5, 6}, len0 = 0, l2[2] = {3, 3};
+        const int *pp[2] = {ids[0], ids[0]}, *pb[1] = {bad};
+        ok &= w8a8_feed_batch(mf, 2, two, pp, l2) == W8A8_ERR_ARG && strstr(w8a8_error(), "twice");
+        ok &= w8a8_feed_batch(mf, 1, seqs, pb, l2) == W8A8_ERR_TOKEN;
+        int huge = 100000;
+        ok &= w8a8_feed_batch(mf, 1, seqs, pp, &huge) == W8A8_ERR_CONTEXT && w8a8_feed_batch(mf, 0, seqs, pp, l2) == W8A8_ERR_ARG;
+        w8a8_seq_length(mf, seqs[0], &len0);
+        ok &= len0 == lens[0] + 1;
+        result(ok, path("w8a8_feed_batch (%s): 4 prompts (3, 200, 150, 1 tokens) packed into shared passes == each fed alone; misuse is an error", schemes[s]), "%s", ok ? "" : w8a8_error());
+        for (int i = 0; i < 4; i++) free(ids[i]);
+        w8a8_close(mf); w8a8_close(m1);
+    }
 }
 
 static void test_sampling(void) {

@@ -195,14 +195,15 @@ static double bytes_per_token(w8a8_model *m, int p) {
 }
 
 typedef struct { double prefill_s, decode_s; int in, out, batch; } run_result;
-/* batch sequences: each prompt of `in` tokens fed, then `out` batched decode steps */
+/* batch sequences: their prompts of `in` tokens fed together (w8a8_feed_batch), then `out` batched decode steps */
 static run_result run(w8a8_model *m, int batch, int in, int out) {
     run_result r = {0, 0, in, out, batch};
-    int *seqs = malloc(sizeof(int) * batch), *tok = malloc(sizeof(int) * batch), *prompt = malloc(sizeof(int) * in);
+    int *seqs = malloc(sizeof(int) * batch), *tok = malloc(sizeof(int) * batch), *prompt = malloc(sizeof(int) * in), *ns = malloc(sizeof(int) * batch);
+    const int **ids = malloc(sizeof(int *) * batch);
     for (int i = 0; i < in; i++) prompt[i] = 1000 + (i * 7919) % 100000;
-    for (int b = 0; b < batch; b++) if (w8a8_seq_start(m, &seqs[b])) die("%s", w8a8_error());
+    for (int b = 0; b < batch; b++) { if (w8a8_seq_start(m, &seqs[b])) die("%s", w8a8_error()); ids[b] = prompt; ns[b] = in; }
     double t0 = seconds();
-    for (int b = 0; b < batch; b++) if (w8a8_feed(m, seqs[b], prompt, in)) die("%s", w8a8_error());
+    if (w8a8_feed_batch(m, batch, seqs, ids, ns)) die("%s", w8a8_error());
     if (w8a8_sample_greedy(m, batch, seqs, tok)) die("%s", w8a8_error());
     double t1 = seconds();
     for (int s = 1; s < out; s++)
@@ -211,7 +212,7 @@ static run_result run(w8a8_model *m, int batch, int in, int out) {
     r.prefill_s = t1 - t0;
     r.decode_s = t2 - t1;
     for (int b = 0; b < batch; b++) w8a8_seq_end(m, seqs[b]);
-    free(seqs); free(tok); free(prompt);
+    free(seqs); free(tok); free(prompt); free(ns); free(ids);
     return r;
 }
 
