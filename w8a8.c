@@ -1157,37 +1157,39 @@ static float silu(float x) { return x * (1.0f / (1.0f + expf(-x))); }           
 static float silu_gpu_order(float x) { return x * (1.0f / (1.0f + exp_w8a8(-x))); }
 
 /* Attention of one query head over positions 0..p, as the GPU computes it: in chunks of ATT_CHUNK positions,
- * each with its own max m of the scores s = warp_dot(q, k) / sqrt(d) and e = exp(s - m); in a chunk, warp w of
- * ATT_WARPS sums its positions w, w + ATT_WARPS, ... in order (l_w = sum e, o_w = sum e v) and the warps' sums
- * are added in warp order; then the chunks are merged in order: M = max m, L = sum l exp(m - M),
- * out = (sum o exp(m - M)) / L. */
+ * each with its own max m of the scores s = (q . k summed over the dimensions in order) / sqrt(d) and
+ * e = exp(s - m); in a chunk, l = sum e and o = sum e v are summed over G contiguous runs of S positions, each
+ * in order (G = ATT_THREADS / (d / 2), S = ATT_CHUNK / G rounded up), and the runs' sums added in run order;
+ * then the chunks are merged in order: M = max m, L = sum l exp(m - M), out = (sum o exp(m - M)) / L. */
 #define ATT_CHUNK 256
-#define ATT_WARPS 8
+#define ATT_THREADS 256
 #define ROPE_WARPS 4   /* heads a rope_kv block takes */
+#define ATT_SCRATCH(ctx, hd) (ATT_CHUNK + ((size_t)(ctx) / ATT_CHUNK + 1) * ((hd) + 2) + 2 * ATT_THREADS + 2 * (size_t)(hd))
 static void attention_head_gpu_order(float *out, const float *q, const float *kb, const float *vb, size_t stride, int p, int hd,
-                                     float *scratch /* ATT_CHUNK + n_chunks (hd + 2) + ATT_WARPS hd floats */) {
-    int n_chunks = p / ATT_CHUNK + 1;
-    float *e = scratch, *ms = e + ATT_CHUNK, *ls = ms + n_chunks, *os = ls + n_chunks, *ow = os + (size_t)n_chunks * hd;
+                                     float *scratch /* ATT_SCRATCH(p + 1, hd) floats */) {
+    int n_chunks = p / ATT_CHUNK + 1, G = hd / 2 <= ATT_THREADS ? ATT_THREADS / (hd / 2) : 1, S = (ATT_CHUNK + G - 1) / G;
+    float *e = scratch, *ms = e + ATT_CHUNK, *ls = ms + n_chunks, *os = ls + n_chunks, *og = os + (size_t)n_chunks * hd;
     for (int c = 0; c < n_chunks; c++) {
         int start = c * ATT_CHUNK, end = p + 1 < start + ATT_CHUNK ? p + 1 : start + ATT_CHUNK, n = end - start;
-        float m = -INFINITY, lw[ATT_WARPS];
-        for (int t = 0; t < n; t++) { e[t] = warp_dot(q, kb + (size_t)(start + t) * stride, hd) / sqrtf((float)hd); m = fmaxf(m, e[t]); }
-        for (int t = 0; t < n; t++) e[t] = exp_w8a8(e[t] - m);
-        for (int w = 0; w < ATT_WARPS; w++) {
-            float *o = ow + (size_t)w * hd;
-            lw[w] = 0.0f;
-            memset(o, 0, sizeof(float) * hd);
-            for (int t = w; t < n; t += ATT_WARPS) {
-                lw[w] += e[t];
-                for (int d = 0; d < hd; d++) o[d] += e[t] * vb[(size_t)(start + t) * stride + d];
-            }
+        float m = -INFINITY, l = 0.0f, *o = os + (size_t)c * hd;
+        for (int t = 0; t < n; t++) {
+            const float *k = kb + (size_t)(start + t) * stride;
+            float s = 0.0f;
+            for (int d = 0; d < hd; d++) s += q[d] * k[d];
+            e[t] = s / sqrtf((float)hd);
+            m = fmaxf(m, e[t]);
         }
-        float l = lw[0];
-        for (int w = 1; w < ATT_WARPS; w++) l += lw[w];
-        for (int d = 0; d < hd; d++) {
-            float acc = ow[d];
-            for (int w = 1; w < ATT_WARPS; w++) acc += ow[(size_t)w * hd + d];
-            os[(size_t)c * hd + d] = acc;
+        for (int t = 0; t < n; t++) e[t] = exp_w8a8(e[t] - m);
+        for (int g = 0; g < G; g++) {
+            float lg = 0.0f;
+            memset(og, 0, sizeof(float) * hd);
+            for (int t = g * S; t < n && t < (g + 1) * S; t++) {
+                const float *v = vb + (size_t)(start + t) * stride;
+                lg += e[t];
+                for (int d = 0; d < hd; d++) og[d] += e[t] * v[d];
+            }
+            if (g == 0) { l = lg; memcpy(o, og, sizeof(float) * hd); }
+            else { l += lg; for (int d = 0; d < hd; d++) o[d] += og[d]; }
         }
         ms[c] = m; ls[c] = l;
     }
@@ -1257,7 +1259,7 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
     float *x = malloc(sizeof(float) * n * D), *xb = malloc(sizeof(float) * n * kmax),
           *q = malloc(sizeof(float) * n * kmax), *s = malloc(sizeof(float) * n),
           *y = malloc(sizeof(float) * (size_t)n * widest),
-          *att = malloc(sizeof(float) * (m->max_ctx + ATT_CHUNK + (size_t)(m->max_ctx / ATT_CHUNK + 1) * (hd + 2) + (size_t)ATT_WARPS * hd)),
+          *att = malloc(sizeof(float) * (m->max_ctx + ATT_SCRATCH(m->max_ctx, hd))),
           *wbuf = malloc(sizeof(float) * kmax);
     if (!x || !xb || !q || !s || !y || !att || !wbuf) {
         free(x); free(xb); free(q); free(s); free(y); free(att); free(wbuf);
@@ -2016,7 +2018,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
         if (!rc) rc = launch(g, F_ROPE, n, (nh + nkv + ROPE_WARPS - 1) / ROPE_WARPS, 1, 32 * ROPE_WARPS, a_rope);
         if (!rc) rc = CALIB(W8A8_CAL_K, kc, kvd, kvd, g->seq, g->pos);
         if (!rc) rc = CALIB(W8A8_CAL_V, vc, kvd, kvd, g->seq, g->pos);
-        if (!rc) rc = launch(g, F_ATTN, n, nh, splits, 32 * ATT_WARPS, a_attn);
+        if (!rc) rc = launch(g, F_ATTN, n, nh, splits, ATT_THREADS, a_attn);
         /* the chunks merged and the row quantized: 1024 threads a row (a max and elementwise work: the result
          * does not depend on the block size, unlike rmsnorm_quant's sum, whose order the CPU reference follows) */
         if (!rc) rc = launch(g, F_COMBINE_QUANT, n, 1, 1, 1024, a_comb);

@@ -270,7 +270,7 @@ static void test_gpu_kernels(void) {
         float st = 0;
         CUdeviceptr dact = dev_from(g, NULL, 2 * (size_t)R * qd), dsc = dev_from(g, NULL, sizeof(float) * R);
         void *a2[] = {&dpo, &dml, &splits, &nh, &hd, &dout, &qd, &bf, &st, &dact, &dsc};
-        launch(g, F_ATTN, R, nh, splits, 32 * ATT_WARPS, a1);
+        launch(g, F_ATTN, R, nh, splits, ATT_THREADS, a1);
         launch(g, F_COMBINE_QUANT, R, 1, 1, 1024, a2);
         dev_to(g, got, dout, sizeof(float) * R * nh * hd);
         double md = 0, ma = 0;
@@ -298,7 +298,7 @@ static void test_gpu_kernels(void) {
                "positions up to 699 in %d splits: max |diff| %.1e (bound 1e-5 x %.2f)", splits, md, ma);
         /* and bit for bit what the CPU reference computes in the GPU's order */
         float *qf = malloc(sizeof(float) * hd), *kf = malloc(sizeof(float) * (size_t)B * ctx * kvd), *vf = malloc(sizeof(float) * (size_t)B * ctx * kvd),
-              *o = malloc(sizeof(float) * hd), *scratch = malloc(sizeof(float) * (ATT_CHUNK + (ctx / ATT_CHUNK + 1) * (hd + 2) + ATT_WARPS * hd));
+              *o = malloc(sizeof(float) * hd), *scratch = malloc(sizeof(float) * ATT_SCRATCH(ctx, hd));
         for (size_t i = 0; i < (size_t)B * ctx * kvd; i++) { kf[i] = w8a8_bf16_to_float(kc[i]); vf[i] = w8a8_bf16_to_float(vc[i]); }
         int same = 0, total = 0;
         for (int r = 0; r < R; r++)
