@@ -1163,6 +1163,7 @@ static float silu_gpu_order(float x) { return x * (1.0f / (1.0f + exp_w8a8(-x)))
  * then the chunks are merged in order: M = max m, L = sum l exp(m - M), out = (sum o exp(m - M)) / L. */
 #define ATT_CHUNK 256
 #define ATT_THREADS 256
+#define ATT_HEADS 4    /* query heads of one kv head an attention block takes */
 #define ROPE_WARPS 4   /* heads a rope_kv block takes */
 #define ATT_SCRATCH(ctx, hd) (ATT_CHUNK + ((size_t)(ctx) / ATT_CHUNK + 1) * ((hd) + 2) + 2 * ATT_THREADS + 2 * (size_t)(hd))
 static void attention_head_gpu_order(float *out, const float *q, const float *kb, const float *vb, size_t stride, int p, int hd,
@@ -2018,10 +2019,10 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
         if (!rc) rc = launch(g, F_ROPE, n, (nh + nkv + ROPE_WARPS - 1) / ROPE_WARPS, 1, 32 * ROPE_WARPS, a_rope);
         if (!rc) rc = CALIB(W8A8_CAL_K, kc, kvd, kvd, g->seq, g->pos);
         if (!rc) rc = CALIB(W8A8_CAL_V, vc, kvd, kvd, g->seq, g->pos);
-        if (!rc) rc = launch(g, F_ATTN, n, nh, splits, ATT_THREADS, a_attn);
-        /* the chunks merged and the row quantized: 1024 threads a row (a max and elementwise work: the result
+        if (!rc) rc = launch(g, F_ATTN, n, nkv * ((nh / nkv + ATT_HEADS - 1) / ATT_HEADS), splits, ATT_THREADS, a_attn);
+        /* the chunks merged and the row quantized: 512 threads a row (a max and elementwise work: the result
          * does not depend on the block size, unlike rmsnorm_quant's sum, whose order the CPU reference follows) */
-        if (!rc) rc = launch(g, F_COMBINE_QUANT, n, 1, 1, 1024, a_comb);
+        if (!rc) rc = launch(g, F_COMBINE_QUANT, n, 1, 1, 512, a_comb);
         if (!rc) rc = CALIB(W8A8_CAL_O, g->act, qd, Ko, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->o, n, 1, g->x, D);
         if (!rc) rc = launch(g, F_RMSNORM, n, 1, 1, NORM_THREADS, a_n2);
