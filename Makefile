@@ -19,6 +19,10 @@ convert: tools/convert.c tools/json.h w8a8.o w8a8.h
 bench: tools/bench.c w8a8.c w8a8.h kernels.cu.inc tools/json.h convert
 	$(CC) $(CFLAGS) tools/bench.c -o $@ $(LDLIBS)
 
+# GPU time by kernel for each phase of a run (prefill, decode): W8A8_PROFILE=1 ./prof MODEL BATCH PROMPT STEPS
+prof: tools/prof.c w8a8.c w8a8.h kernels.cu.inc
+	$(CC) $(CFLAGS) tools/prof.c -o $@ $(LDLIBS)
+
 test/test_main: test/test_main.c test/test_gpu.c w8a8.c w8a8.h kernels.cu.inc tools/json.h
 	$(CC) $(CFLAGS) test/test_main.c -o $@ $(LDLIBS)
 
@@ -44,8 +48,8 @@ $(SMOLLM2):
 
 # warning-free under both compilers
 warnings:
-	$(CC) -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c tools/bench.c
-	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c tools/bench.c
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c tools/bench.c tools/prof.c
+	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c tools/bench.c tools/prof.c
 	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only fuzz/fuzz_model.c fuzz/fuzz_tokenizer.c fuzz/fuzz_json.c
 	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only -DW8A8_FUZZ fuzz/fuzz_convert.c
 

@@ -1,0 +1,58 @@
+/* prof — GPU time by kernel for each phase of a run: B sequences' prompts of P tokens, then S decode steps.
+ *
+ *   make prof && W8A8_PROFILE=1 ./prof MODEL B P S      (without W8A8_PROFILE: wall times only, graphs on)
+ *
+ * The engine's W8A8_PROFILE=1 times every launch with events (graphs off); this prints and clears its totals
+ * after the warm-up, the prefill and the decode steps, so the phases do not mix. */
+#include "../w8a8.c"
+static void report(w8a8_model *m, const char *phase, double wall) {
+    gpu_state *g = m->gpu;
+    gpu_sync(g);
+    printf("== %s: %.2f ms wall\n", phase, wall * 1e3);
+    if (g->prof) {
+        double tot = 0;
+        for (int f = 0; f < F_COUNT; f++) tot += g->prof_ms[f];
+        for (int f = 0; f < F_COUNT; f++)
+            if (g->prof_n[f]) printf("   %-24s %9.3f ms %6ld launches %9.1f us each\n", kernel_names[f], g->prof_ms[f], g->prof_n[f], 1e3 * g->prof_ms[f] / g->prof_n[f]);
+        printf("   total %.3f ms\n", tot);
+        for (int f = 0; f < F_COUNT; f++) { g->prof_ms[f] = 0; g->prof_n[f] = 0; }
+    }
+}
+static void feed_all(w8a8_model *m, int B, int *seqs, const int *prompt, int P) {
+    const int **ids = malloc(sizeof(int *) * B); int *ns = malloc(sizeof(int) * B);
+    for (int b = 0; b < B; b++) { ids[b] = prompt; ns[b] = P; }
+    if (w8a8_feed_batch(m, B, seqs, ids, ns)) { fprintf(stderr, "%s\n", w8a8_error()); exit(1); }
+    free(ids); free(ns);
+}
+int main(int argc, char **argv) {
+    if (argc != 5) { fprintf(stderr, "usage: W8A8_PROFILE=1 ./prof MODEL BATCH PROMPT_TOKENS DECODE_STEPS\n"); return 2; }
+    const char *path = argv[1];
+    int B = atoi(argv[2]), P = atoi(argv[3]), S = atoi(argv[4]);
+    w8a8_options o = w8a8_default_options();
+    o.require_gpu = 1; o.max_batch = B; o.max_context = P + S + 16;
+    w8a8_model *m;
+    if (w8a8_open(&m, path, &o)) { fprintf(stderr, "%s\n", w8a8_error()); return 1; }
+    int *seqs = malloc(sizeof(int) * B), *tok = malloc(sizeof(int) * B), *prompt = malloc(sizeof(int) * P);
+    for (int i = 0; i < P; i++) prompt[i] = 1000 + (i * 7919) % 100000;
+    for (int b = 0; b < B; b++) w8a8_seq_start(m, &seqs[b]);
+    /* warm-up: a short prompt and 3 steps (graphs captured), then reset */
+    feed_all(m, B, seqs, prompt, 8);
+    w8a8_sample_greedy(m, B, seqs, tok);
+    for (int s = 0; s < 3; s++) { w8a8_step(m, B, seqs, tok); w8a8_sample_greedy(m, B, seqs, tok); }
+    for (int b = 0; b < B; b++) w8a8_seq_reset(m, seqs[b]);
+    report(m, "warm-up", 0);
+    double t0 = seconds();
+    feed_all(m, B, seqs, prompt, P);
+    w8a8_sample_greedy(m, B, seqs, tok);
+    char ph[64];
+    snprintf(ph, sizeof ph, "prefill B=%d P=%d", B, P);
+    report(m, ph, seconds() - t0);
+    t0 = seconds();
+    for (int s = 0; s < S; s++) { w8a8_step(m, B, seqs, tok); w8a8_sample_greedy(m, B, seqs, tok); }
+    snprintf(ph, sizeof ph, "decode B=%d %d steps from %d (per step below)", B, S, P);
+    double w = seconds() - t0;
+    report(m, ph, w);
+    printf("   per step %.3f ms\n", w / S * 1e3);
+    w8a8_close(m);
+    return 0;
+}
