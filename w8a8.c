@@ -204,7 +204,6 @@ struct w8a8_model {
     float *rope_cos, *rope_sin;   /* [max_ctx][head_dim/2], shared by CPU and GPU so both rotate alike */
 
     int max_ctx, max_batch;
-    int feed_rows;                /* rows of prompts per forward pass: up to PREFILL_ROWS on the GPU */
     int *seq_len;                 /* -1: slot free */
     float *logits;                /* [max_batch][vocab]: each sequence's last logits */
     int *logits_ready;            /* 1 if logits[seq] is current on the host */
@@ -1363,6 +1362,7 @@ static int cpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
  * ======================================================================================================= */
 #define FEED_CHUNK 256      /* rows per forward pass when every row's logits are kept (w8a8_score), and on the CPU */
 #define PREFILL_ROWS 2048   /* rows of prompts per forward pass on the GPU (big GEMMs), fewer if part_o would pass 512 MiB */
+#define COMBINE_THREADS 512 /* attention_combine_quant's block */
 
 #define W8A8_KERNELS(...) #__VA_ARGS__
 static const char kernel_source[] =
@@ -1664,6 +1664,7 @@ struct gpu_state {
     glayer *layers;
     CUdeviceptr embd, out_norm, rope_cos, rope_sin, k_cache, v_cache;
     glinear head;
+    int prefill_rows;             /* rows of prompts a forward pass takes: PREFILL_ROWS, or fewer (see gpu_open) */
     CUdeviceptr x, act, act_s, qkv, att, h13, xn, tok, seq, pos, rows, logits, seq_logits, part_o, part_ml, argmax;
     CUdeviceptr calib;            /* calibration statistics, while w8a8_calibrate is on */
     CUdeviceptr sample_rows;      /* w8a8_sample_greedy's sequence ids */
@@ -1706,17 +1707,22 @@ static int gpu_upload(gpu_state *g, CUdeviceptr *p, const void *src, size_t n, c
 }
 
 static void prof_collect(gpu_state *g);
+/* W8A8_PROFILE=1: the GPU time by kernel since the last print, on stderr; the totals start again from zero */
+static void prof_print(gpu_state *g) {
+    double total = 0;
+    prof_collect(g);
+    for (int f = 0; f < F_COUNT; f++) total += g->prof_ms[f];
+    fprintf(stderr, "w8a8: GPU time by kernel (W8A8_PROFILE=1; every launch timed, graphs off): %.1f ms in all\n", total);
+    for (int f = 0; f < F_COUNT; f++)
+        if (g->prof_n[f]) fprintf(stderr, "w8a8:   %-18s %9.2f ms %5.1f %%  %8ld launches  %8.1f us each\n", kernel_names[f], g->prof_ms[f],
+                                  100 * g->prof_ms[f] / (total > 0 ? total : 1), g->prof_n[f], 1e3 * g->prof_ms[f] / g->prof_n[f]);
+    for (int f = 0; f < F_COUNT; f++) { g->prof_ms[f] = 0; g->prof_n[f] = 0; }
+}
 static void gpu_free(gpu_state *g) {
     if (!g) return;
     if (g->ctx) cu.CtxSetCurrent(g->ctx);
     if (g->prof) {
-        double total = 0;
-        prof_collect(g);
-        for (int f = 0; f < F_COUNT; f++) total += g->prof_ms[f];
-        fprintf(stderr, "w8a8: GPU time by kernel (W8A8_PROFILE=1; every launch timed, graphs off): %.1f ms in all\n", total);
-        for (int f = 0; f < F_COUNT; f++)
-            if (g->prof_n[f]) fprintf(stderr, "w8a8:   %-18s %9.2f ms %5.1f %%  %8ld launches  %8.1f us each\n", kernel_names[f], g->prof_ms[f],
-                                      100 * g->prof_ms[f] / (total > 0 ? total : 1), g->prof_n[f], 1e3 * g->prof_ms[f] / g->prof_n[f]);
+        prof_print(g);
         for (int i = 0; i < g->cap_pev; i++) if (g->pev[i].a) { cu.EventDestroy(g->pev[i].a); cu.EventDestroy(g->pev[i].b); }
         free(g->pev);
     }
@@ -1894,7 +1900,7 @@ static int gpu_open(w8a8_model *m) {
     int splits = (m->max_ctx + ATT_CHUNK - 1) / ATT_CHUNK, R = PREFILL_ROWS;
     while (R > FEED_CHUNK && (double)R * c->n_heads * splits * c->head_dim * sizeof(float) > 512.0 * 1048576) R /= 2;
     if (R < m->max_batch) R = m->max_batch;
-    m->feed_rows = R;
+    g->prefill_rows = R;
     int LR = m->max_batch > FEED_CHUNK ? m->max_batch : FEED_CHUNK;   /* rows of logits: every sequence, or a score chunk */
     size_t act = 0;
 #define ACT(ptr, n) (act += (n), gpu_alloc(g, &g->ptr, (n), "activations"))
@@ -1987,6 +1993,10 @@ static int calib_gpu(gpu_state *g, size_t off, CUdeviceptr src, int cols, int ld
     return launch(g, F_ABSMAX, n, 1, 1, 256, args);
 }
 
+/* Grid heights of rope_kv (ROPE_WARPS heads a block) and attention (a kv head's query heads, ATT_HEADS a block). */
+static int rope_blocks_y(int nh, int nkv) { return (nh + nkv + ROPE_WARPS - 1) / ROPE_WARPS; }
+static int attention_blocks_y(int nh, int nkv) { return nkv * ((nh / nkv + ATT_HEADS - 1) / ATT_HEADS); }
+
 /* The kernels of one forward pass over n rows (their tokens, sequences and positions already on the GPU),
  * attention split in `splits` chunks, logits for the n_out rows listed in g->rows. */
 static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
@@ -2016,13 +2026,13 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
         rc = launch(g, F_RMSNORM, n, 1, 1, NORM_THREADS, a_n1);
         if (!rc) rc = CALIB(W8A8_CAL_QKV, g->act, D, Kq, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->qkv, n, 0, g->qkv, qd + 2 * kvd);
-        if (!rc) rc = launch(g, F_ROPE, n, (nh + nkv + ROPE_WARPS - 1) / ROPE_WARPS, 1, 32 * ROPE_WARPS, a_rope);
+        if (!rc) rc = launch(g, F_ROPE, n, rope_blocks_y(nh, nkv), 1, 32 * ROPE_WARPS, a_rope);
         if (!rc) rc = CALIB(W8A8_CAL_K, kc, kvd, kvd, g->seq, g->pos);
         if (!rc) rc = CALIB(W8A8_CAL_V, vc, kvd, kvd, g->seq, g->pos);
-        if (!rc) rc = launch(g, F_ATTN, n, nkv * ((nh / nkv + ATT_HEADS - 1) / ATT_HEADS), splits, ATT_THREADS, a_attn);
-        /* the chunks merged and the row quantized: 512 threads a row (a max and elementwise work: the result
-         * does not depend on the block size, unlike rmsnorm_quant's sum, whose order the CPU reference follows) */
-        if (!rc) rc = launch(g, F_COMBINE_QUANT, n, 1, 1, 512, a_comb);
+        if (!rc) rc = launch(g, F_ATTN, n, attention_blocks_y(nh, nkv), splits, ATT_THREADS, a_attn);
+        /* the chunks merged and the row quantized (a max and elementwise work: the result does not depend on the
+         * block size, unlike rmsnorm_quant's sum, whose order the CPU reference follows) */
+        if (!rc) rc = launch(g, F_COMBINE_QUANT, n, 1, 1, COMBINE_THREADS, a_comb);
         if (!rc) rc = CALIB(W8A8_CAL_O, g->act, qd, Ko, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->o, n, 1, g->x, D);
         if (!rc) rc = launch(g, F_RMSNORM, n, 1, 1, NORM_THREADS, a_n2);
@@ -2253,7 +2263,6 @@ static int finish_open(w8a8_model *m, const char *name) {
     m->chat_tmpl = strndup(m->tok.chat_template, m->tok.template_bytes);
     if (!m->seq_len || !m->logits_ready || !m->logits || !m->chat_tmpl) return fail(W8A8_ERR_NOMEM, "out of memory");
     for (int i = 0; i < m->max_batch; i++) m->seq_len[i] = -1;
-    m->feed_rows = FEED_CHUNK;   /* gpu_open raises it */
     if ((rc = build_rope(m))) return rc;
     if (!m->opt.force_cpu) {
         rc = gpu_open(m);
@@ -2262,7 +2271,6 @@ static int finish_open(w8a8_model *m, const char *name) {
             snprintf(m->fallback, sizeof m->fallback, "%s", g_error);
             gpu_free(m->gpu);   /* whatever a failed start made */
             m->gpu = NULL;
-            m->feed_rows = FEED_CHUNK;
         }
     } else snprintf(m->fallback, sizeof m->fallback, "the CPU was asked for");
     if (!m->gpu && (rc = cpu_init(m))) return rc;
@@ -2380,14 +2388,27 @@ static int check_tokens(const w8a8_model *m, const int *ids, int n) {
     return W8A8_OK;
 }
 
+/* n more positions fit in sequence seq */
+static int check_fits(const w8a8_model *m, int seq, int n) {
+    if (n > m->max_ctx - m->seq_len[seq])
+        return fail(W8A8_ERR_CONTEXT, "%d more tokens do not fit: sequence %d holds %d of %d positions (raise the context)",
+                    n, seq, m->seq_len[seq], m->max_ctx);
+    return W8A8_OK;
+}
+
+/* no sequence is given twice to `who` */
+static int check_distinct(const int *seqs, int n, const char *who) {
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++)
+            if (seqs[j] == seqs[i]) return fail(W8A8_ERR_ARG, "%s: sequence %d is given twice", who, seqs[i]);
+    return W8A8_OK;
+}
+
 /* Feeds ids to one sequence, FEED_CHUNK rows a forward pass; all_logits receives every row's logits. */
 static int feed_all_logits(w8a8_model *m, int seq, const int *ids, int n, float *all_logits) {
     int rc, seqs[FEED_CHUNK], pos[FEED_CHUNK];
     unsigned char want[FEED_CHUNK];
-    if ((rc = check_tokens(m, ids, n))) return rc;
-    if (n > m->max_ctx - m->seq_len[seq])
-        return fail(W8A8_ERR_CONTEXT, "%d more tokens do not fit: sequence %d holds %d of %d positions (raise the context)",
-                    n, seq, m->seq_len[seq], m->max_ctx);
+    if ((rc = check_tokens(m, ids, n)) || (rc = check_fits(m, seq, n))) return rc;
     for (int done = 0; done < n;) {
         int k = n - done < FEED_CHUNK ? n - done : FEED_CHUNK;
         for (int i = 0; i < k; i++) { seqs[i] = seq; pos[i] = m->seq_len[seq] + i; want[i] = 1; }
@@ -2405,18 +2426,14 @@ static int feed_all_logits(w8a8_model *m, int seq, const int *ids, int n, float 
  * passes of up to m->feed_rows rows (a pass may hold the end of one prompt and the start of the next), so
  * many short prompts make the large GEMMs a long prompt makes. Only each prompt's last row gets logits. */
 static int feed_seqs(w8a8_model *m, int n_seqs, const int *seqs, const int *const *ids, const int *n) {
-    int rc, R = m->feed_rows;
+    int rc;
     for (int i = 0; i < n_seqs; i++) {
         if ((rc = check_seq(m, seqs[i]))) return rc;
-        for (int j = 0; j < i; j++)
-            if (seqs[j] == seqs[i]) return fail(W8A8_ERR_ARG, "w8a8_feed_batch: sequence %d is given twice", seqs[i]);
         if (!ids[i] || n[i] <= 0) return fail(W8A8_ERR_ARG, "nothing to feed (%d tokens)", n[i]);
-        if (n[i] > m->max_ctx - m->seq_len[seqs[i]])
-            return fail(W8A8_ERR_CONTEXT, "%d more tokens do not fit: sequence %d holds %d of %d positions (raise the context)",
-                        n[i], seqs[i], m->seq_len[seqs[i]], m->max_ctx);
-        if ((rc = check_tokens(m, ids[i], n[i]))) return rc;
+        if ((rc = check_fits(m, seqs[i], n[i])) || (rc = check_tokens(m, ids[i], n[i]))) return rc;
     }
-    int *tok = malloc(sizeof(int) * 3 * R), *sq = tok + R, *ps = sq + R;
+    if ((rc = check_distinct(seqs, n_seqs, "w8a8_feed_batch"))) return rc;
+    int R = m->gpu ? m->gpu->prefill_rows : FEED_CHUNK, *tok = malloc(sizeof(int) * 3 * R), *sq = tok + R, *ps = sq + R;
     unsigned char *want = malloc(R);
     if (!tok || !want) { free(tok); free(want); return fail(W8A8_ERR_NOMEM, "out of memory"); }
     for (int i = 0; i < n_seqs; i++) m->logits_ready[seqs[i]] = 0;
@@ -2440,10 +2457,7 @@ static int feed_seqs(w8a8_model *m, int n_seqs, const int *seqs, const int *cons
     return rc;
 }
 
-int w8a8_feed(w8a8_model *m, int seq, const int *ids, int n) {
-    int rc = check_seq(m, seq);
-    return rc ? rc : feed_seqs(m, 1, &seq, &ids, &n);
-}
+int w8a8_feed(w8a8_model *m, int seq, const int *ids, int n) { return feed_seqs(m, 1, &seq, &ids, &n); }
 
 int w8a8_feed_batch(w8a8_model *m, int n_seqs, const int *seqs, const int *const *ids, const int *n) {
     CHECK_MODEL(m);
@@ -2459,10 +2473,9 @@ int w8a8_step(w8a8_model *m, int n_seqs, const int *seqs, const int *ids) {
     int rc, pos[4096];
     unsigned char want[4096];
     if ((rc = check_tokens(m, ids, n_seqs))) return rc;
+    if ((rc = check_distinct(seqs, n_seqs, "w8a8_step"))) return rc;
     for (int i = 0; i < n_seqs; i++) {
         if ((rc = check_seq(m, seqs[i]))) return rc;
-        for (int j = 0; j < i; j++)
-            if (seqs[j] == seqs[i]) return fail(W8A8_ERR_ARG, "w8a8_step: sequence %d is given twice", seqs[i]);
         if (m->seq_len[seqs[i]] >= m->max_ctx)
             return fail(W8A8_ERR_CONTEXT, "sequence %d is full (%d positions)", seqs[i], m->max_ctx);
         pos[i] = m->seq_len[seqs[i]];

@@ -220,7 +220,7 @@ static void test_gpu_kernels(void) {
                     dkc = dev_from(g, NULL, 2 * B * ctx * kvd), dvc = dev_from(g, NULL, 2 * B * ctx * kvd);
         float eps = 1e-6f;
         void *args[] = {&dq, &dp, &ds, &dc, &dsn, &nh, &nkv, &hd, &dqn, &dkn, &eps, &dkc, &dvc, &ctx, &ks, &vs};
-        launch(g, F_ROPE, R, (nh + nkv + ROPE_WARPS - 1) / ROPE_WARPS, 1, 32 * ROPE_WARPS, args);
+        launch(g, F_ROPE, R, rope_blocks_y(nh, nkv), 1, 32 * ROPE_WARPS, args);
         dev_to(g, got, dq, 2 * R * qkvd);
         dev_to(g, kcg, dkc, 2 * B * ctx * kvd);
         dev_to(g, vcg, dvc, 2 * B * ctx * kvd);
@@ -271,8 +271,8 @@ static void test_gpu_kernels(void) {
         float st = 0;
         CUdeviceptr dact = dev_from(g, NULL, 2 * (size_t)R * qd), dsc = dev_from(g, NULL, sizeof(float) * R);
         void *a2[] = {&dpo, &dml, &splits, &nh, &hd, &dout, &qd, &bf, &st, &dact, &dsc};
-        launch(g, F_ATTN, R, nkv * ((nh / nkv + ATT_HEADS - 1) / ATT_HEADS), splits, ATT_THREADS, a1);
-        launch(g, F_COMBINE_QUANT, R, 1, 1, 512, a2);
+        launch(g, F_ATTN, R, attention_blocks_y(nh, nkv), splits, ATT_THREADS, a1);
+        launch(g, F_COMBINE_QUANT, R, 1, 1, COMBINE_THREADS, a2);
         dev_to(g, got, dout, sizeof(float) * R * nh * hd);
         double md = 0, ma = 0;
         for (int r = 0; r < R; r++)
@@ -344,7 +344,7 @@ static void test_gpu_kernels(void) {
             float st = 0;
             void *args[] = {&din, &K, &Kp, &mode, &st, &dout, &ds};
             void *cargs[] = {&din, &dml, &one, &nh, &hd, &datt, &Kp, &mode, &st, &dout, &ds};
-            launch(g, which ? F_SILU : F_COMBINE_QUANT, R, 1, 1, which ? 1024 : 512, which ? args : cargs);
+            launch(g, which ? F_SILU : F_COMBINE_QUANT, R, 1, 1, which ? 1024 : COMBINE_THREADS, which ? args : cargs);
             dev_to(g, got, dout, (size_t)R * Kp * es);
             quantize_rows(mode == 0 ? W8A8_BF16 : mode == 1 ? W8A8_FP8 : W8A8_INT8, 0, src, R, K, q, s);
             for (int r = 0; r < R; r++) for (int j = 0; j < Kp; j++) {
