@@ -1163,6 +1163,7 @@ static float silu_gpu_order(float x) { return x * (1.0f / (1.0f + exp_w8a8(-x)))
 #define ATT_CHUNK 256
 #define ATT_THREADS 256
 #define ATT_HEADS 4    /* query heads of one kv head an attention block takes */
+#define ATT_STATIC_SMEM 20608   /* the attention kernel's own shared memory (att_smem, block_max), for the room check */
 #define ROPE_WARPS 4   /* heads a rope_kv block takes */
 #define ATT_SCRATCH(ctx, hd) (ATT_CHUNK + ((size_t)(ctx) / ATT_CHUNK + 1) * ((hd) + 2) + 2 * ATT_THREADS + 2 * (size_t)(hd))
 static void attention_head_gpu_order(float *out, const float *q, const float *kb, const float *vb, size_t stride, int p, int hd,
@@ -1501,8 +1502,18 @@ typedef unsigned long long CUdeviceptr;
 typedef struct CUgraph_st *CUgraph;
 typedef struct CUevent_st *CUevent;
 typedef struct CUgraphExec_st *CUgraphExec;
+/* cuLaunchKernelEx's configuration, as cuda.h lays it out; the one attribute used is "programmatic stream
+ * serialization" (id 6): the kernel may start before the previous one in the stream has finished. */
+typedef struct { int id; char pad[4]; union { char bytes[64]; int value; } v; } CUlaunchAttribute;
+typedef struct {
+    unsigned gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes;
+    CUstream hStream;
+    CUlaunchAttribute *attrs;
+    unsigned numAttrs;
+} CUlaunchConfig;
+enum { CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
 enum { CU_STREAM_CAPTURE_MODE_RELAXED = 2 };
-enum { CU_ATTR_MULTIPROCESSOR_COUNT = 16, CU_ATTR_CC_MAJOR = 75, CU_ATTR_CC_MINOR = 76 };
+enum { CU_ATTR_MULTIPROCESSOR_COUNT = 16, CU_ATTR_CC_MAJOR = 75, CU_ATTR_CC_MINOR = 76, CU_ATTR_MAX_SMEM_OPTIN = 97 };
 enum { CU_FUNC_MAX_DYNAMIC_SHARED = 8 };
 static struct {
     void *lib;
@@ -1532,6 +1543,7 @@ static struct {
     CUresult (*StreamDestroy)(CUstream);
     CUresult (*StreamSynchronize)(CUstream);
     CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream, void **, void **);
+    CUresult (*LaunchKernelEx)(const CUlaunchConfig *, CUfunction, void **, void **);   /* optional: programmatic dependent launch */
     /* CUDA graphs (optional: without them every launch is made one by one) */
     CUresult (*StreamBeginCapture)(CUstream, int);
     CUresult (*StreamEndCapture)(CUstream, CUgraph *);
@@ -1588,7 +1600,7 @@ static int cuda_load(void) {
         OPT(EventCreate, "cuEventCreate"), OPT(EventRecord, "cuEventRecord"),
         OPT(EventSynchronize, "cuEventSynchronize"), OPT(EventElapsedTime, "cuEventElapsedTime"),
         OPT(EventDestroy, "cuEventDestroy_v2"), OPT(FuncSetAttribute, "cuFuncSetAttribute"),
-        OPT(TensorMapEncodeTiled, "cuTensorMapEncodeTiled"),
+        OPT(TensorMapEncodeTiled, "cuTensorMapEncodeTiled"), OPT(LaunchKernelEx, "cuLaunchKernelEx"),
     };
 #undef REQ
 #undef OPT
@@ -1640,11 +1652,11 @@ typedef struct { int n; CUgraphExec exec; } gpu_graph;
 typedef struct { CUdeviceptr w, scale, bias; float in_scale; int N, K, Kp; } glinear;
 typedef struct { CUdeviceptr attn_norm, ffn_norm, q_norm, k_norm; glinear qkv, o, w13, w2; } glayer;
 enum { F_EMBED, F_RMSNORM, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_GEMV_BF16, F_GEMV_E4M3, F_GEMV_S8,
-       F_GEMM90 /* 6: bf16, e4m3, s8, each with 128- and 256-column tiles */, F_ROPE = F_GEMM90 + 6, F_ATTN, F_COMBINE_QUANT, F_ARGMAX,
+       F_GEMM90_BF16, F_GEMM90_BF16_WIDE, F_GEMM90_E4M3 /* 128 columns only */, F_GEMM90_S8, F_GEMM90_S8_WIDE, F_ROPE, F_ATTN, F_COMBINE_QUANT, F_ARGMAX,
        F_NLL, F_ABSMAX, F_COUNT };
 static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "silu_mul_quant", "gemm_bf16", "gemm_e4m3",
                                             "gemm_s8", "gemv_bf16", "gemv_e4m3", "gemv_s8", "gemm90_bf16_128", "gemm90_bf16_256",
-                                            "gemm90_e4m3_128", "gemm90_e4m3_256", "gemm90_s8_128", "gemm90_s8_256", "rope_kv", "attention",
+                                            "gemm90_e4m3_128", "gemm90_s8_128", "gemm90_s8_256", "rope_kv", "attention",
                                             "attention_combine_quant", "argmax_rows", "row_nll", "col_absmax"};
 
 struct gpu_state {
@@ -1658,6 +1670,8 @@ struct gpu_state {
     int no_gemv;                  /* 1: every GEMM through the mma tiles ($W8A8_NO_GEMV, for comparison) */
     int wgmma;                    /* GEMMs the gemv does not take run the wgmma kernel (sm_90, unless $W8A8_NO_WGMMA=1) */
     int exact_fp8;                /* FP8 GEMMs stay off the wgmma path (w8a8_options.exact_fp8) */
+    int pdl;                      /* kernels launched with programmatic dependent launch (sm_90, unless $W8A8_NO_PDL=1) */
+    int att_v_smem;               /* bytes of an attention chunk's values, copied to shared memory at decode (0: no room) */
     int use_graphs;               /* decode steps replay CUDA graphs (0 with $W8A8_NO_GRAPH=1 or an old driver) */
     gpu_graph graphs[MAX_GRAPHS]; /* one per batch size seen */
     int n_graphs;
@@ -1854,10 +1868,11 @@ static int gpu_open(w8a8_model *m) {
     g->exact_fp8 = m->opt.exact_fp8 || env_on("W8A8_FP8_EXACT");
     if (g->cc == 90 && cu.FuncSetAttribute && cu.TensorMapEncodeTiled && !env_on("W8A8_NO_WGMMA")) {
         g->wgmma = 1;
-        for (int i = F_GEMM90; i < F_GEMM90 + 6; i++)
+        for (int i = F_GEMM90_BF16; i <= F_GEMM90_S8_WIDE; i++)
             if ((r = cu.FuncSetAttribute(g->f[i], CU_FUNC_MAX_DYNAMIC_SHARED, HOPPER_SMEM)))
                 return fail(W8A8_ERR_GPU, "%s: %d bytes of shared memory: %s", kernel_names[i], HOPPER_SMEM, cu_str(r));
     }
+    g->pdl = g->cc >= 90 && cu.LaunchKernelEx && !env_on("W8A8_NO_PDL");   /* kernels built with W8A8_SM >= 90 wait */
     g->prof = env_on("W8A8_PROFILE") && cu.EventCreate && cu.EventRecord && cu.EventElapsedTime;
     g->use_graphs = cu.StreamBeginCapture && cu.StreamEndCapture && cu.GraphInstantiateWithFlags && cu.GraphLaunch && cu.GraphExecDestroy &&
                     cu.GraphDestroy && !env_on("W8A8_NO_GRAPH") && !g->prof;
@@ -1892,6 +1907,11 @@ static int gpu_open(w8a8_model *m) {
         return rc;
     /* the KV cache: bf16 or e4m3, [layer][sequence][position][kv_dim] */
     g->kv_es = c->kv_dtype == W8A8_KV_FP8 ? 1 : 2;
+    /* decode's attention copies each chunk's values to shared memory where the GPU has room for them */
+    int optin = 0, vbytes = ATT_CHUNK * c->head_dim * g->kv_es;
+    if (cu.FuncSetAttribute && !cu.DeviceGetAttribute(&optin, CU_ATTR_MAX_SMEM_OPTIN, g->dev) && vbytes + ATT_STATIC_SMEM <= optin &&
+        !cu.FuncSetAttribute(g->f[F_ATTN], CU_FUNC_MAX_DYNAMIC_SHARED, vbytes))
+        g->att_v_smem = vbytes;
     size_t kv = (size_t)c->n_layers * m->max_batch * m->max_ctx * kvd * g->kv_es;
     char what[128];
     snprintf(what, sizeof what, "the KV cache (%d sequences x %d positions)", m->max_batch, m->max_ctx);
@@ -1921,6 +1941,9 @@ static int gpu_open(w8a8_model *m) {
 }
 
 static int launch_smem(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned gz, unsigned block, unsigned smem, void **args) {
+#ifdef W8A8_LAUNCH_HOOK
+    if (W8A8_LAUNCH_HOOK(f)) return W8A8_OK;   /* tools/prof's leave-one-out timings (W8A8_SKIP) */
+#endif
     int timed = 0;
     if (g->prof) {   /* a pair of events around the launch, read at the next sync */
         if (g->n_pev == g->cap_pev) {
@@ -1935,7 +1958,12 @@ static int launch_smem(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned g
             cu.EventRecord(g->pev[g->n_pev].a, g->stream);
         }
     }
-    CUresult r = cu.LaunchKernel(g->f[f], gx, gy, gz, block, 1, 1, smem, g->stream, args, NULL);
+    CUresult r;
+    if (g->pdl) {   /* every kernel waits for the one before it (wait_prior in kernels.cu.inc) */
+        CUlaunchAttribute attr = {.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, .v.value = 1};
+        CUlaunchConfig lc = {gx, gy, gz, block, 1, 1, smem, g->stream, &attr, 1};
+        r = cu.LaunchKernelEx(&lc, g->f[f], args, NULL);
+    } else r = cu.LaunchKernel(g->f[f], gx, gy, gz, block, 1, 1, smem, g->stream, args, NULL);
     if (timed) cu.EventRecord(g->pev[g->n_pev++].b, g->stream);
     return r ? fail(W8A8_ERR_GPU, "launching %s: %s", kernel_names[f], cu_str(r)) : W8A8_OK;
 }
@@ -1967,7 +1995,7 @@ static int tma_encode(tma_map *map, CUdeviceptr p, int rows, int row_bytes, int 
 /* y = linear(act) with the epilogue: out_mode 0 bf16 store, 1 add into fp32, 2 fp32 store. Up to GEMV_MAX_M
  * rows (decode) stream the weights with the gemv kernels; more go through the wgmma kernel on Hopper (a
  * persistent grid, one block an SM; 256-column tiles where there are enough of them to fill the GPU, else
- * 128) or the mma tiles elsewhere. */
+ * 128; FP8 always 128) or the mma tiles elsewhere. */
 #define GEMV_MAX_M 4
 #define GEMV_WARPS 8
 static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const glinear *l, int M, int out_mode, CUdeviceptr out, int ldo) {
@@ -1976,12 +2004,13 @@ static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const g
     void *args[] = {&a, &w, &M, (void *)&l->N, &Kb, &asp, &ws, &bias, &out_mode, &out, &ldo};
     if (M <= GEMV_MAX_M && !g->no_gemv) return launch(g, fn - F_GEMM_BF16 + F_GEMV_BF16, (l->N + GEMV_WARPS - 1) / GEMV_WARPS, 1, 1, 32 * GEMV_WARPS, args);
     if (g->wgmma && !(fn == F_GEMM_E4M3 && g->exact_fp8)) {
-        int tiles_m = (M + 127) / 128, wide = tiles_m * ((l->N + 255) / 256) >= g->sms, bn = wide ? 256 : 128;
+        int tiles_m = (M + 127) / 128, wide = fn != F_GEMM_E4M3 && tiles_m * ((l->N + 255) / 256) >= g->sms, bn = wide ? 256 : 128;
+        int kernel = fn == F_GEMM_BF16 ? F_GEMM90_BF16 + wide : fn == F_GEMM_E4M3 ? F_GEMM90_E4M3 : F_GEMM90_S8 + wide;
         int tiles = tiles_m * ((l->N + bn - 1) / bn), rc;
         tma_map ma, mw;
         if ((rc = tma_encode(&ma, a, M, Kb, 128)) || (rc = tma_encode(&mw, w, l->N, Kb, bn))) return rc;
         void *hargs[] = {&ma, &mw, &M, (void *)&l->N, &Kb, &asp, &ws, &bias, &out_mode, &out, &ldo};
-        return launch_smem(g, F_GEMM90 + 2 * (fn - F_GEMM_BF16) + wide, tiles < g->sms ? tiles : g->sms, 1, 1, 384, HOPPER_SMEM, hargs);
+        return launch_smem(g, kernel, tiles < g->sms ? tiles : g->sms, 1, 1, 384, HOPPER_SMEM, hargs);
     }
     return launch(g, fn, (l->N + 63) / 64, (M + 63) / 64, 1, 128, args);
 }
@@ -1993,9 +2022,9 @@ static int calib_gpu(gpu_state *g, size_t off, CUdeviceptr src, int cols, int ld
     return launch(g, F_ABSMAX, n, 1, 1, 256, args);
 }
 
-/* Grid heights of rope_kv (ROPE_WARPS heads a block) and attention (a kv head's query heads, ATT_HEADS a block). */
+/* Grid heights of rope_kv (ROPE_WARPS heads a block) and attention (a kv head's query heads, `heads` a block). */
 static int rope_blocks_y(int nh, int nkv) { return (nh + nkv + ROPE_WARPS - 1) / ROPE_WARPS; }
-static int attention_blocks_y(int nh, int nkv) { return nkv * ((nh / nkv + ATT_HEADS - 1) / ATT_HEADS); }
+static int attention_blocks_y(int nh, int nkv, int heads) { return nkv * ((nh / nkv + heads - 1) / heads); }
 
 /* The kernels of one forward pass over n rows (their tokens, sequences and positions already on the GPU),
  * attention split in `splits` chunks, logits for the n_out rows listed in g->rows. */
@@ -2004,6 +2033,8 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
     const w8a8_config *c = &m->cfg;
     int D = c->dim, H = c->hidden_dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, ctx = m->max_ctx;
     int qd = nh * hd, kvd = nkv * hd, mode = g->act_mode, rc = 0;
+    /* a few rows (decode): more, lighter attention blocks, each chunk's values fetched with its keys */
+    int att_heads = n <= GEMV_MAX_M ? 1 : ATT_HEADS, v_smem = n <= GEMV_MAX_M ? g->att_v_smem : 0;
     float eps = c->norm_eps, no_scale = 0.0f;
     CUdeviceptr null = 0;
     void *a_embed[] = {&g->tok, &g->embd, &D, &g->Dp, &g->x};
@@ -2017,7 +2048,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
         float s_qkv = L->qkv.in_scale, s_o = L->o.in_scale, s_13 = L->w13.in_scale, s_2 = L->w2.in_scale;
         void *a_n1[] = {&g->x, &null, &L->attn_norm, &eps, &D, &Kq, &mode, &s_qkv, &g->act, &g->act_s};
         void *a_rope[] = {&g->qkv, &g->pos, &g->seq, &g->rope_cos, &g->rope_sin, &nh, &nkv, &hd, &L->q_norm, &L->k_norm, &eps, &kc, &vc, &ctx, &ks, &vs};
-        void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &g->part_o, &g->part_ml};
+        void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &g->part_o, &g->part_ml, &att_heads, &v_smem};
         void *a_comb[] = {&g->part_o, &g->part_ml, &splits, &nh, &hd, &g->att, &Ko, &mode, &s_o, &g->act, &g->act_s};
         void *a_n2[] = {&g->x, &null, &L->ffn_norm, &eps, &D, &K13, &mode, &s_13, &g->act, &g->act_s};
         void *a_silu[] = {&g->h13, &H, &K2, &mode, &s_2, &g->act, &g->act_s};
@@ -2029,7 +2060,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
         if (!rc) rc = launch(g, F_ROPE, n, rope_blocks_y(nh, nkv), 1, 32 * ROPE_WARPS, a_rope);
         if (!rc) rc = CALIB(W8A8_CAL_K, kc, kvd, kvd, g->seq, g->pos);
         if (!rc) rc = CALIB(W8A8_CAL_V, vc, kvd, kvd, g->seq, g->pos);
-        if (!rc) rc = launch(g, F_ATTN, n, attention_blocks_y(nh, nkv), splits, ATT_THREADS, a_attn);
+        if (!rc) rc = launch_smem(g, F_ATTN, n, attention_blocks_y(nh, nkv, att_heads), splits, ATT_THREADS, v_smem, a_attn);
         /* the chunks merged and the row quantized (a max and elementwise work: the result does not depend on the
          * block size, unlike rmsnorm_quant's sum, whose order the CPU reference follows) */
         if (!rc) rc = launch(g, F_COMBINE_QUANT, n, 1, 1, COMBINE_THREADS, a_comb);

@@ -266,14 +266,32 @@ static void test_gpu_kernels(void) {
                     dpo = dev_from(g, NULL, sizeof(float) * R * nh * splits * hd), dml = dev_from(g, NULL, sizeof(float) * 2 * R * nh * splits),
                     dout = dev_from(g, NULL, sizeof(float) * R * nh * hd);
         float no_scale = 0;
-        void *a1[] = {&dq, &dp, &ds, &dk, &dv, &ctx, &nh, &nkv, &hd, &no_scale, &no_scale, &dpo, &dml};
+        int heads = ATT_HEADS, v_smem = 0;
+        void *a1[] = {&dq, &dp, &ds, &dk, &dv, &ctx, &nh, &nkv, &hd, &no_scale, &no_scale, &dpo, &dml, &heads, &v_smem};
         int qd = nh * hd, bf = 0;
         float st = 0;
         CUdeviceptr dact = dev_from(g, NULL, 2 * (size_t)R * qd), dsc = dev_from(g, NULL, sizeof(float) * R);
         void *a2[] = {&dpo, &dml, &splits, &nh, &hd, &dout, &qd, &bf, &st, &dact, &dsc};
-        launch(g, F_ATTN, R, attention_blocks_y(nh, nkv), splits, ATT_THREADS, a1);
+        /* as decode runs it first: one query head a block, the chunk's values through shared memory (where
+         * there is room); the same sums, so the same bits as ATT_HEADS a block reading the values directly */
+        float *got1 = malloc(sizeof(float) * R * nh * hd);
+        heads = 1;
+        v_smem = ATT_CHUNK * hd * 2;
+        if (v_smem + ATT_STATIC_SMEM > 48 * 1024 && (!cu.FuncSetAttribute || cu.FuncSetAttribute(g->f[F_ATTN], CU_FUNC_MAX_DYNAMIC_SHARED, v_smem))) v_smem = 0;
+        launch_smem(g, F_ATTN, R, attention_blocks_y(nh, nkv, heads), splits, ATT_THREADS, v_smem, a1);
+        launch(g, F_COMBINE_QUANT, R, 1, 1, COMBINE_THREADS, a2);
+        dev_to(g, got1, dout, sizeof(float) * R * nh * hd);
+        heads = ATT_HEADS;
+        int v_smem1 = v_smem;
+        v_smem = 0;
+        launch(g, F_ATTN, R, attention_blocks_y(nh, nkv, heads), splits, ATT_THREADS, a1);
         launch(g, F_COMBINE_QUANT, R, 1, 1, COMBINE_THREADS, a2);
         dev_to(g, got, dout, sizeof(float) * R * nh * hd);
+        int same1 = 0;
+        for (int i = 0; i < R * nh * hd; i++) same1 += memcmp(&got[i], &got1[i], sizeof(float)) == 0;
+        result(same1 == R * nh * hd, path("GPU attention (head dim %d): one query head a block == %d a block, bit for bit", hd, ATT_HEADS),
+               "%d of %d outputs identical (values through %d bytes of shared memory)", same1, R * nh * hd, v_smem1);
+        free(got1);
         double md = 0, ma = 0;
         for (int r = 0; r < R; r++)
             for (int h = 0; h < nh; h++) {
