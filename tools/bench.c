@@ -317,7 +317,10 @@ int main(int argc, char **argv) {
     snprintf(sbuf, sizeof sbuf, "%s", schemes_arg);
     for (char *t = strtok(sbuf, ","); t && ns < 3; t = strtok(NULL, ",")) schemes[ns++] = t;
 
-    /* start-up: cold (an empty kernel cache) and warm */
+    /* start-up: cold (an empty kernel cache) and warm. NVRTC keeps what it compiled in the driver's compute
+     * cache (~/.nv/ComputeCache) too, which made "cold" compiles take 0.1 s after the first run on a machine;
+     * with it off, cold is the first run on a fresh machine. */
+    setenv("CUDA_CACHE_DISABLE", "1", 1);
     char cache[] = "/tmp/w8a8-bench-cache-XXXXXX";
     if (!mkdtemp(cache)) die("mkdtemp failed");
     setenv("W8A8_CACHE", cache, 1);
