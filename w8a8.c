@@ -14,6 +14,7 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1445,27 +1446,29 @@ static char *kernel_text(void) {
 #define KERNEL_OPT_FMAD "--fmad=false"
 #define KERNEL_OPT_SPLIT "--split-compile=0"
 
+/* W8A8_BUILD in kernels.cu.inc: which optional kernels get a body (a model needs one activation type's GEMMs
+ * and one KV cache type's attention; the others are half of NVRTC's time) */
+enum { BUILD_E4M3 = 1, BUILD_S8 = 2, BUILD_KV_BF16 = 4, BUILD_KV_E4M3 = 8, BUILD_ALL = 15 };
+
 /* Compiles the kernels for one target ("sm_90a", "sm_89", "sm_80"); the error holds NVRTC's log on failure. */
-static int nvrtc_compile(const char *target, const char *defines, char **cubin, size_t *cubin_n) {
+static int nvrtc_compile(const char *target, int build, char **cubin, size_t *cubin_n) {
     int rc = nvrtc_load();
     if (rc) return rc;
     char *src = kernel_text();
     if (!src) return W8A8_ERR_GPU;
-    char arch[64], sm[32];
+    char arch[64], sm[32], bits[32];
     snprintf(arch, sizeof arch, "--gpu-architecture=%s", target);
     snprintf(sm, sizeof sm, "-DW8A8_SM=%d", atoi(target + 3));
-    const char *opts[16] = {arch, sm, KERNEL_OPT_STD, KERNEL_OPT_FMAD, KERNEL_OPT_SPLIT};
-    int n_opts = 5;
-    char defs[1024], *save = NULL;
-    snprintf(defs, sizeof defs, "%s", defines ? defines : "");
-    for (char *d = strtok_r(defs, " ", &save); d && n_opts < 16; d = strtok_r(NULL, " ", &save)) opts[n_opts++] = d;
+    snprintf(bits, sizeof bits, "-DW8A8_BUILD=%d", build);
+    const char *opts[] = {arch, sm, bits, KERNEL_OPT_STD, KERNEL_OPT_FMAD, KERNEL_OPT_SPLIT};
+    int n_opts = 6;
     nvrtcProgram prog;
     nvrtcResult r = nvrtc.CreateProgram(&prog, src, "kernels.cu.inc", 0, NULL, NULL);
     if (r) { free(src); return fail(W8A8_ERR_GPU, "nvrtcCreateProgram: %s", nvrtc.GetErrorString(r)); }
     r = nvrtc.CompileProgram(prog, n_opts, opts);
     if (r == 5 /* NVRTC_ERROR_INVALID_OPTION: an NVRTC without --split-compile */) {
         nvrtc.DestroyProgram(&prog);
-        memmove(&opts[4], &opts[5], sizeof *opts * (size_t)(--n_opts - 4));
+        n_opts--;   /* KERNEL_OPT_SPLIT, the last */
         r = nvrtc.CreateProgram(&prog, src, "kernels.cu.inc", 0, NULL, NULL);
         if (r) { free(src); return fail(W8A8_ERR_GPU, "nvrtcCreateProgram: %s", nvrtc.GetErrorString(r)); }
         r = nvrtc.CompileProgram(prog, n_opts, opts);
@@ -1495,7 +1498,7 @@ int w8a8_compile_check(const char *target, size_t *cubin_bytes) {
     if (!target || strncmp(target, "sm_", 3)) return fail(W8A8_ERR_ARG, "w8a8_compile_check: target must look like sm_90a");
     char *cubin = NULL;
     size_t n = 0;
-    int rc = nvrtc_compile(target, NULL, &cubin, &n);
+    int rc = nvrtc_compile(target, BUILD_ALL, &cubin, &n);
     free(cubin);
     if (!rc && cubin_bytes) *cubin_bytes = n;
     return rc;
@@ -1779,8 +1782,31 @@ static int upload_linear(gpu_state *g, const linear *l, glinear *gl, const char 
     return W8A8_OK;
 }
 
-/* Gets the module: from the cache if a good entry is there, else compiled by NVRTC and stored. */
-static int load_kernels(gpu_state *g, const char *target) {
+static double seconds(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
+
+/* Getting the kernels: from the cache if a good entry is there, else compiled by NVRTC and stored. NVRTC
+ * needs no CUDA context, so it compiles on a thread of its own while gpu_open uploads the weights (a cold
+ * start then takes the longer of the two, not their sum); kernels_end waits for it and loads the module. */
+static int g_build_all;   /* build every optional kernel, whatever the model (the kernel tests, tools/bench's GEMMs) */
+typedef struct {
+    char target[16], dir[900], path[1024], err[1024];
+    int build, have_dir, pending /* a compile to collect */, threaded, rc;
+    pthread_t thread;
+    char *cubin;
+    size_t n;
+    double secs;
+} kernel_job;
+
+static void *compile_job(void *arg) {
+    kernel_job *j = arg;
+    double t0 = seconds();
+    j->rc = nvrtc_compile(j->target, j->build, &j->cubin, &j->n);
+    j->secs = seconds() - t0;
+    if (j->rc) snprintf(j->err, sizeof j->err, "%s", w8a8_error());   /* the error text is per thread */
+    return NULL;
+}
+
+static int kernels_begin(gpu_state *g, kernel_job *j) {
     int drv = 0, nv_major = 0, nv_minor = 0, rc;
     if ((rc = nvrtc_load())) return rc;
     cu.DriverGetVersion(&drv);
@@ -1788,48 +1814,79 @@ static int load_kernels(gpu_state *g, const char *target) {
     char *src = kernel_text();
     if (!src) return W8A8_ERR_GPU;
     char keytxt[256];
-    snprintf(keytxt, sizeof keytxt, "%s|%s %s %s|nvrtc %d.%d|driver %d", target, KERNEL_OPT_STD, KERNEL_OPT_FMAD, KERNEL_OPT_SPLIT, nv_major, nv_minor, drv);
+    snprintf(keytxt, sizeof keytxt, "%s|%d|%s %s %s|nvrtc %d.%d|driver %d", j->target, j->build, KERNEL_OPT_STD, KERNEL_OPT_FMAD,
+             KERNEL_OPT_SPLIT, nv_major, nv_minor, drv);
     uint64_t key = w8a8_fnv1a(w8a8_fnv1a(0xcbf29ce484222325ull, src, strlen(src)), keytxt, strlen(keytxt));
     free(src);
-    char dir[900], path[1024];
-    int have_dir = cache_dir(dir, sizeof dir) == 0;
-    snprintf(path, sizeof path, "%s/kernels-%s-%016llx.cubin", dir, target, (unsigned long long)key);
+    j->have_dir = cache_dir(j->dir, sizeof j->dir) == 0;
+    snprintf(j->path, sizeof j->path, "%s/kernels-%s-%016llx.cubin", j->dir, j->target, (unsigned long long)key);
     size_t n = 0;
-    char *cubin = have_dir ? read_whole(path, &n) : NULL;
+    char *cubin = j->have_dir ? read_whole(j->path, &n) : NULL;
     if (cubin && cu.ModuleLoadData(&g->mod, cubin) == 0) {
-        snprintf(g->info, sizeof g->info, "kernels for %s loaded from the cache (%s)", target, path);
+        snprintf(g->info, sizeof g->info, "kernels for %s loaded from the cache (%s)", j->target, j->path);
         free(cubin);
         return W8A8_OK;
     }
     free(cubin);   /* none, unreadable or unloadable: compile */
     g->mod = NULL;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    if ((rc = nvrtc_compile(target, NULL, &cubin, &n))) return rc;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double secs = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
-    CUresult r = cu.ModuleLoadData(&g->mod, cubin);
-    if (r) { free(cubin); return fail(W8A8_ERR_GPU, "loading the compiled kernels for %s: %s", target, cu_str(r)); }
-    int stored = 0;
-    if (have_dir) {   /* write to a temporary file and rename: no reader ever sees half an entry */
-        char tmp[1100];
-        mkdirs(dir);
-        snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-        FILE *f = fopen(tmp, "wb");
-        if (f) {
-            stored = fwrite(cubin, 1, n, f) == n;
-            stored &= fclose(f) == 0;
-            stored = stored && rename(tmp, path) == 0;
-            if (!stored) unlink(tmp);
-        }
-    }
-    snprintf(g->info, sizeof g->info, "kernels compiled for %s by NVRTC in %.2f s%s%s", target, secs,
-             stored ? "; cached in " : "; not cached (cache folder not writable: set W8A8_CACHE)", stored ? dir : "");
-    free(cubin);
+    j->pending = 1;
+    j->threaded = pthread_create(&j->thread, NULL, compile_job, j) == 0;
+    if (!j->threaded) compile_job(j);   /* no thread to be had: compile now */
     return W8A8_OK;
 }
 
-static double seconds(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
+static int kernels_end(gpu_state *g, kernel_job *j) {
+    if (!j->pending) return W8A8_OK;
+    j->pending = 0;
+    if (j->threaded) pthread_join(j->thread, NULL);
+    if (j->rc) return fail(j->rc, "%s", j->err);
+    CUresult r = cu.ModuleLoadData(&g->mod, j->cubin);
+    if (r) { free(j->cubin); return fail(W8A8_ERR_GPU, "loading the compiled kernels for %s: %s", j->target, cu_str(r)); }
+    int stored = 0;
+    if (j->have_dir) {   /* write to a temporary file and rename: no reader ever sees half an entry */
+        char tmp[1100];
+        mkdirs(j->dir);
+        snprintf(tmp, sizeof tmp, "%s.tmp.%d", j->path, (int)getpid());
+        FILE *f = fopen(tmp, "wb");
+        if (f) {
+            stored = fwrite(j->cubin, 1, j->n, f) == j->n;
+            stored &= fclose(f) == 0;
+            stored = stored && rename(tmp, j->path) == 0;
+            if (!stored) unlink(tmp);
+        }
+    }
+    snprintf(g->info, sizeof g->info, "kernels compiled for %s by NVRTC in %.2f s%s%s", j->target, j->secs,
+             stored ? "; cached in " : "; not cached (cache folder not writable: set W8A8_CACHE)", stored ? j->dir : "");
+    free(j->cubin);
+    return W8A8_OK;
+}
+
+/* The weights, uploaded once from the mapping (K padded to a multiple of 64) */
+static int upload_weights(w8a8_model *m, gpu_state *g) {
+    const w8a8_config *c = &m->cfg;
+    int D = c->dim, H = c->hidden_dim, qd = c->n_heads * c->head_dim, V = c->vocab_size, rc;
+    g->Dp = round64(D);
+    g->Kmax = round64(D > qd ? (D > H ? D : H) : (qd > H ? qd : H));
+    if ((rc = upload_padded(g, &g->embd, m->tok_embd, V, D, g->Dp, 2, "the embeddings")) ||
+        (rc = gpu_upload(g, &g->out_norm, m->out_norm, sizeof(float) * D, "the final norm")))
+        return rc;
+    g->head = (glinear){.w = g->embd, .N = V, .K = D, .Kp = g->Dp};
+    if (m->lm_head.w != m->tok_embd && (rc = upload_padded(g, &g->head.w, m->lm_head.w, V, D, g->Dp, 2, "the LM head"))) return rc;
+    g->layers = calloc(c->n_layers, sizeof(glayer));
+    if (!g->layers) return fail(W8A8_ERR_NOMEM, "out of memory");
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        const layer *L = &m->layers[l];
+        glayer *G = &g->layers[l];
+        if ((rc = gpu_upload(g, &G->attn_norm, L->attn_norm, sizeof(float) * D, "a norm")) ||
+            (rc = gpu_upload(g, &G->ffn_norm, L->ffn_norm, sizeof(float) * D, "a norm")) ||
+            (L->q_norm && (rc = gpu_upload(g, &G->q_norm, L->q_norm, sizeof(float) * c->head_dim, "a q norm"))) ||
+            (L->k_norm && (rc = gpu_upload(g, &G->k_norm, L->k_norm, sizeof(float) * c->head_dim, "a k norm"))) ||
+            (rc = upload_linear(g, &L->qkv, &G->qkv, "the weights")) || (rc = upload_linear(g, &L->o, &G->o, "the weights")) ||
+            (rc = upload_linear(g, &L->w13, &G->w13, "the weights")) || (rc = upload_linear(g, &L->w2, &G->w2, "the weights")))
+            return rc;
+    }
+    return W8A8_OK;
+}
 
 static int gpu_open(w8a8_model *m) {
     const w8a8_config *c = &m->cfg;
@@ -1867,10 +1924,18 @@ static int gpu_open(w8a8_model *m) {
     if (c->head_dim > 32 * 8)   /* MAXD in kernels.cu.inc */
         return fail(W8A8_ERR_GPU, "head_dim %u: the GPU attention takes head dims up to 256 (the CPU reference takes any)", c->head_dim);
     if ((r = cu.StreamCreate(&g->stream, 0))) return fail(W8A8_ERR_GPU, "cuStreamCreate: %s", cu_str(r));
+    kernel_job job = {.build = g_build_all ? BUILD_ALL : (c->scheme == W8A8_FP8 ? BUILD_E4M3 : c->scheme == W8A8_INT8 ? BUILD_S8 : 0) |
+                                                         (c->kv_dtype == W8A8_KV_FP8 ? BUILD_KV_E4M3 : BUILD_KV_BF16)};
+    snprintf(job.target, sizeof job.target, "%s", target);
     double t0 = seconds();
-    if ((rc = load_kernels(g, target))) return rc;
+    if ((rc = kernels_begin(g, &job))) return rc;
     g->t_kernels = seconds() - t0;
     t0 = seconds();
+    rc = upload_weights(m, g);   /* while NVRTC compiles, if it must */
+    g->t_weights = seconds() - t0;
+    int rk = kernels_end(g, &job);   /* before any return: the compile thread is always joined */
+    g->t_kernels += job.secs;
+    if (rc || (rc = rk)) return rc;
     for (int i = 0; i < F_COUNT; i++)
         if ((r = cu.ModuleGetFunction(&g->f[i], g->mod, kernel_names[i]))) return fail(W8A8_ERR_GPU, "kernel %s: %s", kernel_names[i], cu_str(r));
     g->act_mode = c->scheme == W8A8_BF16 ? 0 : c->scheme == W8A8_FP8 ? 1 : 2;
@@ -1887,31 +1952,8 @@ static int gpu_open(w8a8_model *m) {
     g->use_graphs = cu.StreamBeginCapture && cu.StreamEndCapture && cu.GraphInstantiateWithFlags && cu.GraphLaunch && cu.GraphExecDestroy &&
                     cu.GraphDestroy && !env_on("W8A8_NO_GRAPH") && !g->prof;
     g->gemm_fn = c->scheme == W8A8_BF16 ? F_GEMM_BF16 : c->scheme == W8A8_FP8 ? F_GEMM_E4M3 : F_GEMM_S8;
-
-    /* weights, uploaded once from the mapping */
     int D = c->dim, H = c->hidden_dim, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, V = c->vocab_size;
-    g->Dp = round64(D);
-    g->Kmax = round64(D > qd ? (D > H ? D : H) : (qd > H ? qd : H));
-    if ((rc = upload_padded(g, &g->embd, m->tok_embd, V, D, g->Dp, 2, "the embeddings")) ||
-        (rc = gpu_upload(g, &g->out_norm, m->out_norm, sizeof(float) * D, "the final norm")))
-        return rc;
-    g->head = (glinear){.w = g->embd, .N = V, .K = D, .Kp = g->Dp};
-    if (m->lm_head.w != m->tok_embd && (rc = upload_padded(g, &g->head.w, m->lm_head.w, V, D, g->Dp, 2, "the LM head"))) return rc;
-    g->layers = calloc(c->n_layers, sizeof(glayer));
-    if (!g->layers) return fail(W8A8_ERR_NOMEM, "out of memory");
-    for (uint32_t l = 0; l < c->n_layers; l++) {
-        const layer *L = &m->layers[l];
-        glayer *G = &g->layers[l];
-        if ((rc = gpu_upload(g, &G->attn_norm, L->attn_norm, sizeof(float) * D, "a norm")) ||
-            (rc = gpu_upload(g, &G->ffn_norm, L->ffn_norm, sizeof(float) * D, "a norm")) ||
-            (L->q_norm && (rc = gpu_upload(g, &G->q_norm, L->q_norm, sizeof(float) * c->head_dim, "a q norm"))) ||
-            (L->k_norm && (rc = gpu_upload(g, &G->k_norm, L->k_norm, sizeof(float) * c->head_dim, "a k norm"))) ||
-            (rc = upload_linear(g, &L->qkv, &G->qkv, "the weights")) || (rc = upload_linear(g, &L->o, &G->o, "the weights")) ||
-            (rc = upload_linear(g, &L->w13, &G->w13, "the weights")) || (rc = upload_linear(g, &L->w2, &G->w2, "the weights")))
-            return rc;
-    }
     size_t weights = g->bytes, half = c->head_dim / 2;
-    g->t_weights = seconds() - t0;
     if ((rc = gpu_upload(g, &g->rope_cos, m->rope_cos, sizeof(float) * m->max_ctx * half, "the RoPE tables")) ||
         (rc = gpu_upload(g, &g->rope_sin, m->rope_sin, sizeof(float) * m->max_ctx * half, "the RoPE tables")))
         return rc;
@@ -2243,7 +2285,6 @@ w8a8_options w8a8_default_options(void) {
 
 /* --- open handles: every call checks its handle against this list, so a closed or made-up handle is an
  * error, not a crash --- */
-#include <pthread.h>
 static pthread_mutex_t g_live_lock = PTHREAD_MUTEX_INITIALIZER;
 static w8a8_model **g_live;
 static int g_n_live;
