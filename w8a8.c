@@ -1166,6 +1166,10 @@ static float silu_gpu_order(float x) { return x * (1.0f / (1.0f + exp_w8a8(-x)))
 #define ATT_HEADS 4    /* query heads of one kv head an attention block takes */
 #define ATT_STATIC_SMEM 20608   /* the attention kernel's own shared memory (att_smem, block_max), for the room check */
 #define ROPE_WARPS 4   /* heads a rope_kv block takes */
+#define TC_ROWS 64     /* attention_tc: rows a block, its threads, the shortest run of a sequence's rows it takes, shared memory */
+#define TC_THREADS 128
+#define TC_MIN_RUN 16
+#define TC_SMEM (2 * 2 * 64 * (2 * 128 + 16))
 #define ATT_SCRATCH(ctx, hd) (ATT_CHUNK + ((size_t)(ctx) / ATT_CHUNK + 1) * ((hd) + 2) + 2 * ATT_THREADS + 2 * (size_t)(hd))
 static void attention_head_gpu_order(float *out, const float *q, const float *kb, const float *vb, size_t stride, int p, int hd,
                                      float *scratch /* ATT_SCRATCH(p + 1, hd) floats */) {
@@ -1446,9 +1450,10 @@ static char *kernel_text(void) {
 #define KERNEL_OPT_FMAD "--fmad=false"
 #define KERNEL_OPT_SPLIT "--split-compile=0"
 
-/* W8A8_BUILD in kernels.cu.inc: which optional kernels get a body (a model needs one activation type's GEMMs
- * and one KV cache type's attention; the others are half of NVRTC's time) */
-enum { BUILD_E4M3 = 1, BUILD_S8 = 2, BUILD_KV_BF16 = 4, BUILD_KV_E4M3 = 8, BUILD_ALL = 15 };
+/* W8A8_BUILD in kernels.cu.inc: which optional kernels get a body (a model needs one activation type's GEMMs,
+ * one KV cache type's attention and attention_tc for its head dim; the others are half of NVRTC's time) */
+enum { BUILD_E4M3 = 1, BUILD_S8 = 2, BUILD_KV_BF16 = 4, BUILD_KV_E4M3 = 8, BUILD_TC_64 = 16, BUILD_TC_128 = 32, BUILD_ATT_ODD = 64,
+       BUILD_ALL = 127 };
 
 /* Compiles the kernels for one target ("sm_90a", "sm_89", "sm_80"); the error holds NVRTC's log on failure. */
 static int nvrtc_compile(const char *target, int build, char **cubin, size_t *cubin_n) {
@@ -1665,12 +1670,12 @@ typedef struct { int n; CUgraphExec exec; } gpu_graph;
 typedef struct { CUdeviceptr w, scale, bias; float in_scale; int N, K, Kp; } glinear;
 typedef struct { CUdeviceptr attn_norm, ffn_norm, q_norm, k_norm; glinear qkv, o, w13, w2; } glayer;
 enum { F_EMBED, F_RMSNORM, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_GEMV_BF16, F_GEMV_E4M3, F_GEMV_S8,
-       F_GEMM90_BF16, F_GEMM90_BF16_WIDE, F_GEMM90_E4M3 /* 128 columns only */, F_GEMM90_S8, F_GEMM90_S8_WIDE, F_ROPE, F_ATTN, F_COMBINE_QUANT, F_ARGMAX,
-       F_NLL, F_ABSMAX, F_COUNT };
+       F_GEMM90_BF16, F_GEMM90_BF16_WIDE, F_GEMM90_E4M3 /* 128 columns only */, F_GEMM90_S8, F_GEMM90_S8_WIDE, F_ROPE, F_ATTN, F_ATTN_TC, F_COMBINE_QUANT,
+       F_ARGMAX, F_NLL, F_ABSMAX, F_COUNT };
 static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "silu_mul_quant", "gemm_bf16", "gemm_e4m3",
                                             "gemm_s8", "gemv_bf16", "gemv_e4m3", "gemv_s8", "gemm90_bf16_128", "gemm90_bf16_256",
                                             "gemm90_e4m3_128", "gemm90_s8_128", "gemm90_s8_256", "rope_kv", "attention",
-                                            "attention_combine_quant", "argmax_rows", "row_nll", "col_absmax"};
+                                            "attention_tc", "attention_combine_quant", "argmax_rows", "row_nll", "col_absmax"};
 
 struct gpu_state {
     CUdevice dev;
@@ -1685,6 +1690,7 @@ struct gpu_state {
     int exact_fp8;                /* FP8 GEMMs stay off the wgmma path (w8a8_options.exact_fp8) */
     int pdl;                      /* kernels launched with programmatic dependent launch (sm_90, unless $W8A8_NO_PDL=1) */
     int att_v_smem;               /* bytes of an attention chunk's values, copied to shared memory at decode (0: no room) */
+    int att_tc;                   /* prompts' attention can run on the tensor cores (attention_tc: bf16 cache, head dim 64 or 128) */
     int use_graphs;               /* decode steps replay CUDA graphs (0 with $W8A8_NO_GRAPH=1 or an old driver) */
     gpu_graph graphs[MAX_GRAPHS]; /* one per batch size seen */
     int n_graphs;
@@ -1693,6 +1699,7 @@ struct gpu_state {
     glinear head;
     int prefill_rows;             /* rows of prompts a forward pass takes: PREFILL_ROWS, or fewer (see gpu_open) */
     CUdeviceptr x, act, act_s, qkv, att, h13, xn, tok, seq, pos, rows, logits, seq_logits, part_o, part_ml, argmax;
+    CUdeviceptr tc_rows;          /* per row: 1 if attention_tc takes it */
     CUdeviceptr calib;            /* calibration statistics, while w8a8_calibrate is on */
     CUdeviceptr sample_rows;      /* w8a8_sample_greedy's sequence ids */
     CUdeviceptr *allocs;
@@ -1925,7 +1932,9 @@ static int gpu_open(w8a8_model *m) {
         return fail(W8A8_ERR_GPU, "head_dim %u: the GPU attention takes head dims up to 256 (the CPU reference takes any)", c->head_dim);
     if ((r = cu.StreamCreate(&g->stream, 0))) return fail(W8A8_ERR_GPU, "cuStreamCreate: %s", cu_str(r));
     kernel_job job = {.build = g_build_all ? BUILD_ALL : (c->scheme == W8A8_FP8 ? BUILD_E4M3 : c->scheme == W8A8_INT8 ? BUILD_S8 : 0) |
-                                                         (c->kv_dtype == W8A8_KV_FP8 ? BUILD_KV_E4M3 : BUILD_KV_BF16)};
+                                                         (c->kv_dtype == W8A8_KV_FP8 ? BUILD_KV_E4M3 : BUILD_KV_BF16) |
+                                                         (c->kv_dtype == W8A8_KV_FP8 ? 0 : c->head_dim == 64 ? BUILD_TC_64 : c->head_dim == 128 ? BUILD_TC_128 : 0) |
+                                                         (c->head_dim * (c->kv_dtype == W8A8_KV_FP8 ? 1 : 2) % 16 ? BUILD_ATT_ODD : 0)};
     snprintf(job.target, sizeof job.target, "%s", target);
     double t0 = seconds();
     if ((rc = kernels_begin(g, &job))) return rc;
@@ -1964,6 +1973,8 @@ static int gpu_open(w8a8_model *m) {
     if (cu.FuncSetAttribute && !cu.DeviceGetAttribute(&optin, CU_ATTR_MAX_SMEM_OPTIN, g->dev) && vbytes + ATT_STATIC_SMEM <= optin &&
         !cu.FuncSetAttribute(g->f[F_ATTN], CU_FUNC_MAX_DYNAMIC_SHARED, vbytes))
         g->att_v_smem = vbytes;
+    g->att_tc = g->kv_es == 2 && (c->head_dim == 64 || c->head_dim == 128) && !env_on("W8A8_NO_TC_ATTENTION") && cu.FuncSetAttribute &&
+                !cu.FuncSetAttribute(g->f[F_ATTN_TC], CU_FUNC_MAX_DYNAMIC_SHARED, TC_SMEM);
     size_t kv = (size_t)c->n_layers * m->max_batch * m->max_ctx * kvd * g->kv_es;
     char what[128];
     snprintf(what, sizeof what, "the KV cache (%d sequences x %d positions)", m->max_batch, m->max_ctx);
@@ -1979,7 +1990,7 @@ static int gpu_open(w8a8_model *m) {
     if ((rc = ACT(x, sizeof(float) * R * D)) || (rc = ACT(act, (size_t)R * g->Kmax * 2)) || (rc = ACT(act_s, sizeof(float) * R)) ||
         (rc = ACT(qkv, (size_t)R * (qd + 2 * kvd) * 2)) || (rc = ACT(att, sizeof(float) * R * qd)) || (rc = ACT(h13, (size_t)R * 2 * H * 2)) ||
         (rc = ACT(xn, (size_t)R * g->Dp * 2)) || (rc = ACT(tok, sizeof(int) * R)) || (rc = ACT(seq, sizeof(int) * R)) ||
-        (rc = ACT(pos, sizeof(int) * R)) || (rc = ACT(rows, sizeof(int) * R)) || (rc = ACT(logits, sizeof(float) * LR * (size_t)V)) ||
+        (rc = ACT(pos, sizeof(int) * R)) || (rc = ACT(tc_rows, sizeof(int) * R)) || (rc = ACT(rows, sizeof(int) * R)) || (rc = ACT(logits, sizeof(float) * LR * (size_t)V)) ||
         (rc = ACT(seq_logits, sizeof(float) * m->max_batch * (size_t)V)) || (rc = ACT(argmax, sizeof(int) * m->max_batch)) ||
         (rc = ACT(sample_rows, sizeof(int) * m->max_batch)) ||
         (rc = ACT(part_o, sizeof(float) * (size_t)R * c->n_heads * splits * c->head_dim)) ||
@@ -2079,8 +2090,9 @@ static int rope_blocks_y(int nh, int nkv) { return (nh + nkv + ROPE_WARPS - 1) /
 static int attention_blocks_y(int nh, int nkv, int heads) { return nkv * ((nh / nkv + heads - 1) / heads); }
 
 /* The kernels of one forward pass over n rows (their tokens, sequences and positions already on the GPU),
- * attention split in `splits` chunks, logits for the n_out rows listed in g->rows. */
-static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
+ * attention split in `splits` chunks (tc: the rows flagged in g->tc_rows on the tensor cores instead), logits
+ * for the n_out rows listed in g->rows. */
+static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int tc) {
     gpu_state *g = m->gpu;
     const w8a8_config *c = &m->cfg;
     int D = c->dim, H = c->hidden_dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, ctx = m->max_ctx;
@@ -2088,7 +2100,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
     /* a few rows (decode): more, lighter attention blocks, each chunk's values fetched with its keys */
     int att_heads = n <= GEMV_MAX_M ? 1 : ATT_HEADS, v_smem = n <= GEMV_MAX_M ? g->att_v_smem : 0;
     float eps = c->norm_eps, no_scale = 0.0f;
-    CUdeviceptr null = 0;
+    CUdeviceptr null = 0, tc_rows = tc ? g->tc_rows : 0;
     void *a_embed[] = {&g->tok, &g->embd, &D, &g->Dp, &g->x};
     if ((rc = launch(g, F_EMBED, n, 1, 1, 1024, a_embed))) return rc;
     size_t layer_kv = (size_t)m->max_batch * ctx * kvd * g->kv_es;
@@ -2100,7 +2112,8 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
         float s_qkv = L->qkv.in_scale, s_o = L->o.in_scale, s_13 = L->w13.in_scale, s_2 = L->w2.in_scale;
         void *a_n1[] = {&g->x, &null, &L->attn_norm, &eps, &D, &Kq, &mode, &s_qkv, &g->act, &g->act_s};
         void *a_rope[] = {&g->qkv, &g->pos, &g->seq, &g->rope_cos, &g->rope_sin, &nh, &nkv, &hd, &L->q_norm, &L->k_norm, &eps, &kc, &vc, &ctx, &ks, &vs};
-        void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &g->part_o, &g->part_ml, &att_heads, &v_smem};
+        void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &g->part_o, &g->part_ml, &att_heads, &v_smem, &tc_rows};
+        void *a_tc[] = {&g->qkv, &g->pos, &g->seq, &g->tc_rows, &n, &kc, &vc, &ctx, &nh, &nkv, &hd, &splits, &g->part_o, &g->part_ml};
         void *a_comb[] = {&g->part_o, &g->part_ml, &splits, &nh, &hd, &g->att, &Ko, &mode, &s_o, &g->act, &g->act_s};
         void *a_n2[] = {&g->x, &null, &L->ffn_norm, &eps, &D, &K13, &mode, &s_13, &g->act, &g->act_s};
         void *a_silu[] = {&g->h13, &H, &K2, &mode, &s_2, &g->act, &g->act_s};
@@ -2113,6 +2126,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits) {
         if (!rc) rc = CALIB(W8A8_CAL_K, kc, kvd, kvd, g->seq, g->pos);
         if (!rc) rc = CALIB(W8A8_CAL_V, vc, kvd, kvd, g->seq, g->pos);
         if (!rc) rc = launch_smem(g, F_ATTN, n, attention_blocks_y(nh, nkv, att_heads), splits, ATT_THREADS, v_smem, a_attn);
+        if (!rc && tc) rc = launch_smem(g, F_ATTN_TC, (n + TC_ROWS - 1) / TC_ROWS, nh, 1, TC_THREADS, TC_SMEM, a_tc);
         /* the chunks merged and the row quantized (a max and elementwise work: the result does not depend on the
          * block size, unlike rmsnorm_quant's sum, whose order the CPU reference follows) */
         if (!rc) rc = launch(g, F_COMBINE_QUANT, n, 1, 1, COMBINE_THREADS, a_comb);
@@ -2146,17 +2160,27 @@ static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
     if ((r = cu.MemcpyHtoDAsync(g->tok, tok, sizeof(int) * n, g->stream)) || (r = cu.MemcpyHtoDAsync(g->seq, seq, sizeof(int) * n, g->stream)) ||
         (r = cu.MemcpyHtoDAsync(g->pos, pos, sizeof(int) * n, g->stream)) || (r = cu.MemcpyHtoDAsync(g->rows, rows, sizeof(int) * n_out, g->stream)))
         return fail(W8A8_ERR_GPU, "copying a batch to the GPU: %s", cu_str(r));
+    /* the rows of prompts (runs of at least TC_MIN_RUN rows of one sequence) take the tensor-core attention;
+     * decode steps (a row a sequence) never do */
+    int tc = 0, tc_rows[4096];
+    for (int i = 0, j; i < n && g->att_tc; i = j) {
+        for (j = i; j < n && seq[j] == seq[i]; j++) {}
+        for (int k = i; k < j; k++) tc_rows[k] = j - i >= TC_MIN_RUN;
+        tc |= j - i >= TC_MIN_RUN;
+    }
+    if (tc && (r = cu.MemcpyHtoDAsync(g->tc_rows, tc_rows, sizeof(int) * n, g->stream)))
+        return fail(W8A8_ERR_GPU, "copying a batch to the GPU: %s", cu_str(r));
     gpu_graph *gr = NULL;
     for (int i = 0; i < g->n_graphs && !gr; i++) if (g->graphs[i].n == n) gr = &g->graphs[i];
-    if (!g->use_graphs || n_out != n || m->calib || (!gr && g->n_graphs == MAX_GRAPHS))   /* launch by launch */
-        return gpu_launch_forward(m, n, n_out, maxpos / ATT_CHUNK + 1);
+    if (!g->use_graphs || tc || n_out != n || m->calib || (!gr && g->n_graphs == MAX_GRAPHS))   /* launch by launch */
+        return gpu_launch_forward(m, n, n_out, maxpos / ATT_CHUNK + 1, tc);
     if (!gr) {
         int all_splits = (m->max_ctx + ATT_CHUNK - 1) / ATT_CHUNK;
         CUgraph graph = NULL;
         CUgraphExec exec = NULL;
         if ((r = cu.StreamBeginCapture(g->stream, CU_STREAM_CAPTURE_MODE_RELAXED)))
             return fail(W8A8_ERR_GPU, "starting a CUDA graph capture: %s", cu_str(r));
-        rc = gpu_launch_forward(m, n, n_out, all_splits);
+        rc = gpu_launch_forward(m, n, n_out, all_splits, 0);
         r = cu.StreamEndCapture(g->stream, &graph);
         if (rc || r || (r = cu.GraphInstantiateWithFlags(&exec, graph, 0))) {
             if (graph) cu.GraphDestroy(graph);

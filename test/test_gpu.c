@@ -50,6 +50,34 @@ static int code_step(int mode, const void *a, const void *b, size_t i) {
     return abs(((const int8_t *)a)[i] - ((const int8_t *)b)[i]);
 }
 
+/* The largest difference between GPU attention outputs `got` [R][nh][hd] and softmax(q k^T / sqrt(hd)) v in
+ * double (bf16 q of qkv rows, bf16 caches [seq][ctx][nkv hd]), and the largest output. */
+static void attention_vs_double(const uint16_t *qkv, const uint16_t *kc, const uint16_t *vc, const int *pos, const int *seq, int R, int nh,
+                                int nkv, int hd, int ctx, const float *got, double *md, double *ma) {
+    int qkvd = (nh + 2 * nkv) * hd, kvd = nkv * hd;
+    *md = *ma = 0;
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < nh; h++) {
+            int kvh = h / (nh / nkv);
+            double *att = malloc(sizeof(double) * (pos[r] + 1)), mx = -1e300, sum = 0;
+            for (int t = 0; t <= pos[r]; t++) {
+                double s = 0;
+                for (int i = 0; i < hd; i++) s += (double)w8a8_bf16_to_float(qkv[r * qkvd + h * hd + i]) * w8a8_bf16_to_float(kc[((size_t)seq[r] * ctx + t) * kvd + kvh * hd + i]);
+                att[t] = s / sqrt(hd);
+                mx = fmax(mx, att[t]);
+            }
+            for (int t = 0; t <= pos[r]; t++) sum += att[t] = exp(att[t] - mx);
+            for (int i = 0; i < hd; i++) {
+                double o = 0;
+                for (int t = 0; t <= pos[r]; t++) o += att[t] / sum * w8a8_bf16_to_float(vc[((size_t)seq[r] * ctx + t) * kvd + kvh * hd + i]);
+                float gv = got[(r * nh + h) * hd + i];
+                *md = isnan(gv) ? 1e9 : fmax(*md, fabs(gv - o));
+                *ma = fmax(*ma, fabs(o));
+            }
+            free(att);
+        }
+}
+
 static void test_gpu_kernels(void) {
     if (!have_gpu()) { skip("GPU kernels vs CPU reference", gpu_skip_why); return; }
     g_build_all = 1;   /* every type's kernels, whatever the model's scheme */
@@ -269,7 +297,8 @@ static void test_gpu_kernels(void) {
                     dout = dev_from(g, NULL, sizeof(float) * R * nh * hd);
         float no_scale = 0;
         int heads = ATT_HEADS, v_smem = 0;
-        void *a1[] = {&dq, &dp, &ds, &dk, &dv, &ctx, &nh, &nkv, &hd, &no_scale, &no_scale, &dpo, &dml, &heads, &v_smem};
+        CUdeviceptr no_rows = 0;
+        void *a1[] = {&dq, &dp, &ds, &dk, &dv, &ctx, &nh, &nkv, &hd, &no_scale, &no_scale, &dpo, &dml, &heads, &v_smem, &no_rows};
         int qd = nh * hd, bf = 0;
         float st = 0;
         CUdeviceptr dact = dev_from(g, NULL, 2 * (size_t)R * qd), dsc = dev_from(g, NULL, sizeof(float) * R);
@@ -295,26 +324,7 @@ static void test_gpu_kernels(void) {
                "%d of %d outputs identical (values through %d bytes of shared memory)", same1, R * nh * hd, v_smem1);
         free(got1);
         double md = 0, ma = 0;
-        for (int r = 0; r < R; r++)
-            for (int h = 0; h < nh; h++) {
-                int kvh = h / (nh / nkv);
-                double *att = malloc(sizeof(double) * (pos[r] + 1)), mx = -1e300, sum = 0;
-                for (int t = 0; t <= pos[r]; t++) {
-                    double s = 0;
-                    for (int i = 0; i < hd; i++) s += (double)w8a8_bf16_to_float(qkv[r * qkvd + h * hd + i]) * w8a8_bf16_to_float(kc[((size_t)seq[r] * ctx + t) * kvd + kvh * hd + i]);
-                    att[t] = s / sqrt(hd);
-                    mx = fmax(mx, att[t]);
-                }
-                for (int t = 0; t <= pos[r]; t++) sum += att[t] = exp(att[t] - mx);
-                for (int i = 0; i < hd; i++) {
-                    double o = 0;
-                    for (int t = 0; t <= pos[r]; t++) o += att[t] / sum * w8a8_bf16_to_float(vc[((size_t)seq[r] * ctx + t) * kvd + kvh * hd + i]);
-                    float gv = got[(r * nh + h) * hd + i];
-                    md = isnan(gv) ? 1e9 : fmax(md, fabs(gv - o));
-                    ma = fmax(ma, fabs(o));
-                }
-                free(att);
-            }
+        attention_vs_double(qkv, kc, vc, pos, seq, R, nh, nkv, hd, ctx, got, &md, &ma);
         result(md <= 1e-5 * ma, path("GPU attention (split over the sequence, GQA, head dim %d) == double reference", hd),
                "positions up to 699 in %d splits: max |diff| %.1e (bound 1e-5 x %.2f)", splits, md, ma);
         /* and bit for bit what the CPU reference computes in the GPU's order */
@@ -338,6 +348,49 @@ static void test_gpu_kernels(void) {
         free(act);
         free(qf); free(kf); free(vf); free(o); free(scratch);
         free(qkv); free(kc); free(vc); free(got);
+    }
+
+    /* prompts' attention on the tensor cores: 150 rows, the first 100 of sequence 1 at positions 200..299, then
+     * 50 of sequence 0 at 0..49 (a block of rows holds both), the last 10 left to `attention`; against the double
+     * reference, and each row's result the same bits when its sequence's rows run alone */
+    for (int hd = 64; hd <= 128; hd += 64) {
+        if (!cu.FuncSetAttribute || cu.FuncSetAttribute(g->f[F_ATTN_TC], CU_FUNC_MAX_DYNAMIC_SHARED, TC_SMEM)) {
+            skip("GPU attention_tc", "the GPU has no room for its shared memory");
+            break;
+        }
+        int nh = 8, nkv = 2, ctx = 700, B = 2, R = 150, qkvd = (nh + 2 * nkv) * hd, kvd = nkv * hd, splits = 299 / ATT_CHUNK + 1;
+        int pos[150], seq[150], flag[150];
+        for (int r = 0; r < R; r++) { seq[r] = r < 100; pos[r] = r < 100 ? 200 + r : r - 100; flag[r] = r < 140; }
+        uint16_t *qkv = malloc(2 * R * qkvd), *kc = malloc(2 * (size_t)B * ctx * kvd), *vc = malloc(2 * (size_t)B * ctx * kvd);
+        float *got = malloc(sizeof(float) * R * nh * hd), *alone = malloc(sizeof(float) * R * nh * hd);
+        for (int i = 0; i < R * qkvd; i++) qkv[i] = w8a8_bf16_from_float(nrand());
+        for (size_t i = 0; i < (size_t)B * ctx * kvd; i++) { kc[i] = w8a8_bf16_from_float(nrand()); vc[i] = w8a8_bf16_from_float(nrand()); }
+        CUdeviceptr dq = dev_from(g, qkv, 2 * R * qkvd), dp = dev_from(g, pos, sizeof pos), ds = dev_from(g, seq, sizeof seq), df = dev_from(g, flag, sizeof flag),
+                    dk = dev_from(g, kc, 2 * (size_t)B * ctx * kvd), dv = dev_from(g, vc, 2 * (size_t)B * ctx * kvd),
+                    dpo = dev_from(g, NULL, sizeof(float) * R * nh * splits * hd), dml = dev_from(g, NULL, sizeof(float) * 2 * R * nh * splits),
+                    dout = dev_from(g, NULL, sizeof(float) * R * nh * hd), dact = dev_from(g, NULL, 2 * (size_t)R * nh * hd), dsc = dev_from(g, NULL, sizeof(float) * R);
+        float no_scale = 0;
+        int heads = ATT_HEADS, v_smem = 0, qd = nh * hd, bf = 0;
+        for (int pass = 0; pass < 3; pass++) {   /* all 150 rows; then sequence 1's 100 rows alone; then sequence 0's 40 */
+            int off = pass == 2 ? 100 : 0, n = pass == 0 ? R : pass == 1 ? 100 : 40;
+            CUdeviceptr q = dq + 2 * (size_t)off * qkvd, p = dp + sizeof(int) * off, sq = ds + sizeof(int) * off, fl = df + sizeof(int) * off;
+            void *a1[] = {&q, &p, &sq, &dk, &dv, &ctx, &nh, &nkv, &hd, &no_scale, &no_scale, &dpo, &dml, &heads, &v_smem, &fl};
+            void *a2[] = {&q, &p, &sq, &fl, &n, &dk, &dv, &ctx, &nh, &nkv, &hd, &splits, &dpo, &dml};
+            void *a3[] = {&dpo, &dml, &splits, &nh, &hd, &dout, &qd, &bf, &no_scale, &dact, &dsc};
+            launch(g, F_ATTN, n, attention_blocks_y(nh, nkv, heads), splits, ATT_THREADS, a1);
+            launch_smem(g, F_ATTN_TC, (n + TC_ROWS - 1) / TC_ROWS, nh, 1, TC_THREADS, TC_SMEM, a2);
+            launch(g, F_COMBINE_QUANT, n, 1, 1, COMBINE_THREADS, a3);
+            dev_to(g, pass ? alone + (size_t)off * nh * hd : got, dout, sizeof(float) * n * nh * hd);
+        }
+        double md = 0, ma = 0;
+        attention_vs_double(qkv, kc, vc, pos, seq, R, nh, nkv, hd, ctx, got, &md, &ma);
+        result(md <= 1e-5 * ma, path("GPU attention_tc (head dim %d, two sequences in a block, GQA) == double reference", hd),
+               "150 rows, 140 on the tensor cores: max |diff| %.1e (bound 1e-5 x %.2f)", md, ma);
+        int same = 0;
+        for (int i = 0; i < 140 * nh * hd; i++) same += memcmp(&got[i], &alone[i], sizeof(float)) == 0;
+        result(same == 140 * nh * hd, path("GPU attention_tc (head dim %d): a row's result is the same bits with other rows beside it or not", hd),
+               "%d of %d identical", same, 140 * nh * hd);
+        free(qkv); free(kc); free(vc); free(got); free(alone);
     }
 
     /* the quantization of attention_combine_quant (one chunk a head: its output is part_o itself) and of
@@ -461,6 +514,34 @@ static void test_gpu_e2e(void) {
             w8a8_close(c); w8a8_close(gm);
         }
     free(text);
+
+    /* prompts' attention on the tensor cores (head dim 64: the real models above have 8 and 16) against the
+     * split kernel, whose sums the CPU reference follows bit for bit: a synthetic SmolLM2-135M, a 400-token prompt.
+     * The bound is the bf16 one of the GPU == CPU checks above: 30 layers of random weights turn attention's
+     * ~1e-6 differences into bf16 roundings that go the other way (6.5e-3 x max |logit| on the H100) */
+    char *syn = path("%s/synth-smollm2.bf16.w8a8", OUT);
+    if (!exists(syn)) sh("./convert --synthetic test/synth/smollm2-135m.json --tokenizer %s/tokenizers/llama2/tokenizer.bin -o %s --scheme bf16 --quiet", SH, syn);
+    float *lg[2] = {NULL, NULL};
+    int ids[400], tc_on = 0;
+    for (int i = 0; i < 400; i++) ids[i] = 1 + (i * 7919) % 31999;
+    for (int off = 0; off < 2; off++) {
+        if (off) setenv("W8A8_NO_TC_ATTENTION", "1", 1);
+        w8a8_model *gm = open_gpu(syn, 1);
+        unsetenv("W8A8_NO_TC_ATTENTION");
+        int sg, V = gm ? w8a8_config_of(gm)->vocab_size : 0;
+        const float *l;
+        if (!gm || w8a8_seq_start(gm, &sg) || w8a8_feed(gm, sg, ids, 400) || w8a8_logits(gm, sg, &l)) { w8a8_close(gm); break; }
+        if (!off) tc_on = gm->gpu->att_tc;
+        lg[off] = malloc(sizeof(float) * V);
+        memcpy(lg[off], l, sizeof(float) * V);
+        double md = 0, ma = 0;
+        if (off) for (int v = 0; v < V; v++) { md = isnan(lg[0][v]) ? 1e9 : fmax(md, fabs(lg[0][v] - lg[1][v])); ma = fmax(ma, fabs(lg[1][v])); }
+        if (off) result(tc_on && md <= 1e-2 * ma, "GPU attention on the tensor cores == the split kernel: last-position logits of a 400-token prompt (synthetic SmolLM2, bf16)",
+                        "tensor cores %s; max |diff| %.2e = %.1e x max |logit| (bound 1e-2)", tc_on ? "on" : "OFF", md, md / ma);
+        w8a8_close(gm);
+    }
+    if (!lg[1]) result(0, "GPU attention on the tensor cores: a 400-token prompt", "%s", w8a8_error());
+    free(lg[0]); free(lg[1]);
 }
 
 /* Calibration on the GPU (bf16 model) == on the CPU reference of the same bf16 model, and convert --calib
