@@ -1690,7 +1690,7 @@ struct gpu_state {
     int exact_fp8;                /* FP8 GEMMs stay off the wgmma path (w8a8_options.exact_fp8) */
     int pdl;                      /* kernels launched with programmatic dependent launch (sm_90, unless $W8A8_NO_PDL=1) */
     int att_v_smem;               /* bytes of an attention chunk's values, copied to shared memory at decode (0: no room) */
-    int att_tc;                   /* prompts' attention can run on the tensor cores (attention_tc: bf16 cache, head dim 64 or 128) */
+    int att_tc;                   /* prompts' attention can run on the tensor cores (attention_tc: head dim 64 or 128) */
     int use_graphs;               /* decode steps replay CUDA graphs (0 with $W8A8_NO_GRAPH=1 or an old driver) */
     gpu_graph graphs[MAX_GRAPHS]; /* one per batch size seen */
     int n_graphs;
@@ -1933,7 +1933,7 @@ static int gpu_open(w8a8_model *m) {
     if ((r = cu.StreamCreate(&g->stream, 0))) return fail(W8A8_ERR_GPU, "cuStreamCreate: %s", cu_str(r));
     kernel_job job = {.build = g_build_all ? BUILD_ALL : (c->scheme == W8A8_FP8 ? BUILD_E4M3 : c->scheme == W8A8_INT8 ? BUILD_S8 : 0) |
                                                          (c->kv_dtype == W8A8_KV_FP8 ? BUILD_KV_E4M3 : BUILD_KV_BF16) |
-                                                         (c->kv_dtype == W8A8_KV_FP8 ? 0 : c->head_dim == 64 ? BUILD_TC_64 : c->head_dim == 128 ? BUILD_TC_128 : 0) |
+                                                         (c->head_dim == 64 ? BUILD_TC_64 : c->head_dim == 128 ? BUILD_TC_128 : 0) |
                                                          (c->head_dim * (c->kv_dtype == W8A8_KV_FP8 ? 1 : 2) % 16 ? BUILD_ATT_ODD : 0)};
     snprintf(job.target, sizeof job.target, "%s", target);
     double t0 = seconds();
@@ -1973,7 +1973,7 @@ static int gpu_open(w8a8_model *m) {
     if (cu.FuncSetAttribute && !cu.DeviceGetAttribute(&optin, CU_ATTR_MAX_SMEM_OPTIN, g->dev) && vbytes + ATT_STATIC_SMEM <= optin &&
         !cu.FuncSetAttribute(g->f[F_ATTN], CU_FUNC_MAX_DYNAMIC_SHARED, vbytes))
         g->att_v_smem = vbytes;
-    g->att_tc = g->kv_es == 2 && (c->head_dim == 64 || c->head_dim == 128) && !env_on("W8A8_NO_TC_ATTENTION") && cu.FuncSetAttribute &&
+    g->att_tc = (c->head_dim == 64 || c->head_dim == 128) && !env_on("W8A8_NO_TC_ATTENTION") && cu.FuncSetAttribute &&
                 !cu.FuncSetAttribute(g->f[F_ATTN_TC], CU_FUNC_MAX_DYNAMIC_SHARED, TC_SMEM);
     size_t kv = (size_t)c->n_layers * m->max_batch * m->max_ctx * kvd * g->kv_es;
     char what[128];
@@ -2090,8 +2090,9 @@ static int rope_blocks_y(int nh, int nkv) { return (nh + nkv + ROPE_WARPS - 1) /
 static int attention_blocks_y(int nh, int nkv, int heads) { return nkv * ((nh / nkv + heads - 1) / heads); }
 
 /* The kernels of one forward pass over n rows (their tokens, sequences and positions already on the GPU),
- * attention split in `splits` chunks (tc: the rows flagged in g->tc_rows on the tensor cores instead), logits
- * for the n_out rows listed in g->rows. */
+ * attention split in `splits` chunks (tc: the rows flagged in g->tc_rows on the tensor cores instead, TC_ALL:
+ * every row), logits for the n_out rows listed in g->rows. */
+enum { TC_NONE, TC_SOME, TC_ALL };
 static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int tc) {
     gpu_state *g = m->gpu;
     const w8a8_config *c = &m->cfg;
@@ -2113,7 +2114,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
         void *a_n1[] = {&g->x, &null, &L->attn_norm, &eps, &D, &Kq, &mode, &s_qkv, &g->act, &g->act_s};
         void *a_rope[] = {&g->qkv, &g->pos, &g->seq, &g->rope_cos, &g->rope_sin, &nh, &nkv, &hd, &L->q_norm, &L->k_norm, &eps, &kc, &vc, &ctx, &ks, &vs};
         void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &g->part_o, &g->part_ml, &att_heads, &v_smem, &tc_rows};
-        void *a_tc[] = {&g->qkv, &g->pos, &g->seq, &g->tc_rows, &n, &kc, &vc, &ctx, &nh, &nkv, &hd, &splits, &g->part_o, &g->part_ml};
+        void *a_tc[] = {&g->qkv, &g->pos, &g->seq, &g->tc_rows, &n, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &splits, &g->part_o, &g->part_ml};
         void *a_comb[] = {&g->part_o, &g->part_ml, &splits, &nh, &hd, &g->att, &Ko, &mode, &s_o, &g->act, &g->act_s};
         void *a_n2[] = {&g->x, &null, &L->ffn_norm, &eps, &D, &K13, &mode, &s_13, &g->act, &g->act_s};
         void *a_silu[] = {&g->h13, &H, &K2, &mode, &s_2, &g->act, &g->act_s};
@@ -2125,7 +2126,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
         if (!rc) rc = launch(g, F_ROPE, n, rope_blocks_y(nh, nkv), 1, 32 * ROPE_WARPS, a_rope);
         if (!rc) rc = CALIB(W8A8_CAL_K, kc, kvd, kvd, g->seq, g->pos);
         if (!rc) rc = CALIB(W8A8_CAL_V, vc, kvd, kvd, g->seq, g->pos);
-        if (!rc) rc = launch_smem(g, F_ATTN, n, attention_blocks_y(nh, nkv, att_heads), splits, ATT_THREADS, v_smem, a_attn);
+        if (!rc && tc != TC_ALL) rc = launch_smem(g, F_ATTN, n, attention_blocks_y(nh, nkv, att_heads), splits, ATT_THREADS, v_smem, a_attn);
         if (!rc && tc) rc = launch_smem(g, F_ATTN_TC, (n + TC_ROWS - 1) / TC_ROWS, nh, 1, TC_THREADS, TC_SMEM, a_tc);
         /* the chunks merged and the row quantized (a max and elementwise work: the result does not depend on the
          * block size, unlike rmsnorm_quant's sum, whose order the CPU reference follows) */
@@ -2162,12 +2163,13 @@ static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
         return fail(W8A8_ERR_GPU, "copying a batch to the GPU: %s", cu_str(r));
     /* the rows of prompts (runs of at least TC_MIN_RUN rows of one sequence) take the tensor-core attention;
      * decode steps (a row a sequence) never do */
-    int tc = 0, tc_rows[4096];
+    int on = 0, tc_rows[4096];
     for (int i = 0, j; i < n && g->att_tc; i = j) {
         for (j = i; j < n && seq[j] == seq[i]; j++) {}
         for (int k = i; k < j; k++) tc_rows[k] = j - i >= TC_MIN_RUN;
-        tc |= j - i >= TC_MIN_RUN;
+        if (j - i >= TC_MIN_RUN) on += j - i;
     }
+    int tc = on == 0 ? TC_NONE : on == n ? TC_ALL : TC_SOME;
     if (tc && (r = cu.MemcpyHtoDAsync(g->tc_rows, tc_rows, sizeof(int) * n, g->stream)))
         return fail(W8A8_ERR_GPU, "copying a batch to the GPU: %s", cu_str(r));
     gpu_graph *gr = NULL;

@@ -51,8 +51,8 @@ static int code_step(int mode, const void *a, const void *b, size_t i) {
 }
 
 /* The largest difference between GPU attention outputs `got` [R][nh][hd] and softmax(q k^T / sqrt(hd)) v in
- * double (bf16 q of qkv rows, bf16 caches [seq][ctx][nkv hd]), and the largest output. */
-static void attention_vs_double(const uint16_t *qkv, const uint16_t *kc, const uint16_t *vc, const int *pos, const int *seq, int R, int nh,
+ * double (bf16 q of qkv rows, the caches' values kc, vc [seq][ctx][nkv hd]), and the largest output. */
+static void attention_vs_double(const uint16_t *qkv, const float *kc, const float *vc, const int *pos, const int *seq, int R, int nh,
                                 int nkv, int hd, int ctx, const float *got, double *md, double *ma) {
     int qkvd = (nh + 2 * nkv) * hd, kvd = nkv * hd;
     *md = *ma = 0;
@@ -62,14 +62,14 @@ static void attention_vs_double(const uint16_t *qkv, const uint16_t *kc, const u
             double *att = malloc(sizeof(double) * (pos[r] + 1)), mx = -1e300, sum = 0;
             for (int t = 0; t <= pos[r]; t++) {
                 double s = 0;
-                for (int i = 0; i < hd; i++) s += (double)w8a8_bf16_to_float(qkv[r * qkvd + h * hd + i]) * w8a8_bf16_to_float(kc[((size_t)seq[r] * ctx + t) * kvd + kvh * hd + i]);
+                for (int i = 0; i < hd; i++) s += (double)w8a8_bf16_to_float(qkv[r * qkvd + h * hd + i]) * kc[((size_t)seq[r] * ctx + t) * kvd + kvh * hd + i];
                 att[t] = s / sqrt(hd);
                 mx = fmax(mx, att[t]);
             }
             for (int t = 0; t <= pos[r]; t++) sum += att[t] = exp(att[t] - mx);
             for (int i = 0; i < hd; i++) {
                 double o = 0;
-                for (int t = 0; t <= pos[r]; t++) o += att[t] / sum * w8a8_bf16_to_float(vc[((size_t)seq[r] * ctx + t) * kvd + kvh * hd + i]);
+                for (int t = 0; t <= pos[r]; t++) o += att[t] / sum * vc[((size_t)seq[r] * ctx + t) * kvd + kvh * hd + i];
                 float gv = got[(r * nh + h) * hd + i];
                 *md = isnan(gv) ? 1e9 : fmax(*md, fabs(gv - o));
                 *ma = fmax(*ma, fabs(o));
@@ -323,14 +323,14 @@ static void test_gpu_kernels(void) {
         result(same1 == R * nh * hd, path("GPU attention (head dim %d): one query head a block == %d a block, bit for bit", hd, ATT_HEADS),
                "%d of %d outputs identical (values through %d bytes of shared memory)", same1, R * nh * hd, v_smem1);
         free(got1);
+        float *kf = malloc(sizeof(float) * (size_t)B * ctx * kvd), *vf = malloc(sizeof(float) * (size_t)B * ctx * kvd);
+        for (size_t i = 0; i < (size_t)B * ctx * kvd; i++) { kf[i] = w8a8_bf16_to_float(kc[i]); vf[i] = w8a8_bf16_to_float(vc[i]); }
         double md = 0, ma = 0;
-        attention_vs_double(qkv, kc, vc, pos, seq, R, nh, nkv, hd, ctx, got, &md, &ma);
+        attention_vs_double(qkv, kf, vf, pos, seq, R, nh, nkv, hd, ctx, got, &md, &ma);
         result(md <= 1e-5 * ma, path("GPU attention (split over the sequence, GQA, head dim %d) == double reference", hd),
                "positions up to 699 in %d splits: max |diff| %.1e (bound 1e-5 x %.2f)", splits, md, ma);
         /* and bit for bit what the CPU reference computes in the GPU's order */
-        float *qf = malloc(sizeof(float) * hd), *kf = malloc(sizeof(float) * (size_t)B * ctx * kvd), *vf = malloc(sizeof(float) * (size_t)B * ctx * kvd),
-              *o = malloc(sizeof(float) * hd), *scratch = malloc(sizeof(float) * ATT_SCRATCH(ctx, hd));
-        for (size_t i = 0; i < (size_t)B * ctx * kvd; i++) { kf[i] = w8a8_bf16_to_float(kc[i]); vf[i] = w8a8_bf16_to_float(vc[i]); }
+        float *qf = malloc(sizeof(float) * hd), *o = malloc(sizeof(float) * hd), *scratch = malloc(sizeof(float) * ATT_SCRATCH(ctx, hd));
         int same = 0, total = 0;
         for (int r = 0; r < R; r++)
             for (int h = 0; h < nh; h++) {
@@ -352,8 +352,8 @@ static void test_gpu_kernels(void) {
 
     /* prompts' attention on the tensor cores: 150 rows, the first 100 of sequence 1 at positions 200..299, then
      * 50 of sequence 0 at 0..49 (a block of rows holds both), the last 10 left to `attention`; against the double
-     * reference, and each row's result the same bits when its sequence's rows run alone */
-    for (int hd = 64; hd <= 128; hd += 64) {
+     * reference, and each row's result the same bits when its sequence's rows run alone; bf16 and fp8 caches */
+    for (int hd = 64; hd <= 128; hd += 64) for (int kv8 = 0; kv8 < 1 + fp8; kv8++) {
         if (!cu.FuncSetAttribute || cu.FuncSetAttribute(g->f[F_ATTN_TC], CU_FUNC_MAX_DYNAMIC_SHARED, TC_SMEM)) {
             skip("GPU attention_tc", "the GPU has no room for its shared memory");
             break;
@@ -361,21 +361,30 @@ static void test_gpu_kernels(void) {
         int nh = 8, nkv = 2, ctx = 700, B = 2, R = 150, qkvd = (nh + 2 * nkv) * hd, kvd = nkv * hd, splits = 299 / ATT_CHUNK + 1;
         int pos[150], seq[150], flag[150];
         for (int r = 0; r < R; r++) { seq[r] = r < 100; pos[r] = r < 100 ? 200 + r : r - 100; flag[r] = r < 140; }
-        uint16_t *qkv = malloc(2 * R * qkvd), *kc = malloc(2 * (size_t)B * ctx * kvd), *vc = malloc(2 * (size_t)B * ctx * kvd);
-        float *got = malloc(sizeof(float) * R * nh * hd), *alone = malloc(sizeof(float) * R * nh * hd);
+        size_t nkc = (size_t)B * ctx * kvd, es = kv8 ? 1 : 2;
+        uint16_t *qkv = malloc(2 * R * qkvd);
+        unsigned char *kc = malloc(es * nkc), *vc = malloc(es * nkc);
+        float *got = malloc(sizeof(float) * R * nh * hd), *alone = malloc(sizeof(float) * R * nh * hd), *kf = malloc(sizeof(float) * nkc),
+              *vf = malloc(sizeof(float) * nkc), ks = kv8 ? 0.02f : 0, vs = kv8 ? 0.03f : 0;
         for (int i = 0; i < R * qkvd; i++) qkv[i] = w8a8_bf16_from_float(nrand());
-        for (size_t i = 0; i < (size_t)B * ctx * kvd; i++) { kc[i] = w8a8_bf16_from_float(nrand()); vc[i] = w8a8_bf16_from_float(nrand()); }
+        for (size_t i = 0; i < 2 * nkc; i++) {   /* keys, then values */
+            unsigned char *dst = (i < nkc ? kc : vc) + es * (i % nkc);
+            float *val = (i < nkc ? kf : vf) + i % nkc, sc = i < nkc ? ks : vs;
+            if (kv8) { dst[0] = w8a8_fp8_from_float(nrand() / sc); *val = w8a8_fp8_to_float(dst[0]) * sc; }
+            else { uint16_t b = w8a8_bf16_from_float(nrand()); memcpy(dst, &b, 2); *val = w8a8_bf16_to_float(b); }
+        }
         CUdeviceptr dq = dev_from(g, qkv, 2 * R * qkvd), dp = dev_from(g, pos, sizeof pos), ds = dev_from(g, seq, sizeof seq), df = dev_from(g, flag, sizeof flag),
-                    dk = dev_from(g, kc, 2 * (size_t)B * ctx * kvd), dv = dev_from(g, vc, 2 * (size_t)B * ctx * kvd),
+                    dk = dev_from(g, kc, es * nkc), dv = dev_from(g, vc, es * nkc),
                     dpo = dev_from(g, NULL, sizeof(float) * R * nh * splits * hd), dml = dev_from(g, NULL, sizeof(float) * 2 * R * nh * splits),
                     dout = dev_from(g, NULL, sizeof(float) * R * nh * hd), dact = dev_from(g, NULL, 2 * (size_t)R * nh * hd), dsc = dev_from(g, NULL, sizeof(float) * R);
         float no_scale = 0;
         int heads = ATT_HEADS, v_smem = 0, qd = nh * hd, bf = 0;
+        const char *cache = kv8 ? ", fp8 cache" : "";
         for (int pass = 0; pass < 3; pass++) {   /* all 150 rows; then sequence 1's 100 rows alone; then sequence 0's 40 */
             int off = pass == 2 ? 100 : 0, n = pass == 0 ? R : pass == 1 ? 100 : 40;
             CUdeviceptr q = dq + 2 * (size_t)off * qkvd, p = dp + sizeof(int) * off, sq = ds + sizeof(int) * off, fl = df + sizeof(int) * off;
-            void *a1[] = {&q, &p, &sq, &dk, &dv, &ctx, &nh, &nkv, &hd, &no_scale, &no_scale, &dpo, &dml, &heads, &v_smem, &fl};
-            void *a2[] = {&q, &p, &sq, &fl, &n, &dk, &dv, &ctx, &nh, &nkv, &hd, &splits, &dpo, &dml};
+            void *a1[] = {&q, &p, &sq, &dk, &dv, &ctx, &nh, &nkv, &hd, &ks, &vs, &dpo, &dml, &heads, &v_smem, &fl};
+            void *a2[] = {&q, &p, &sq, &fl, &n, &dk, &dv, &ctx, &nh, &nkv, &hd, &ks, &vs, &splits, &dpo, &dml};
             void *a3[] = {&dpo, &dml, &splits, &nh, &hd, &dout, &qd, &bf, &no_scale, &dact, &dsc};
             launch(g, F_ATTN, n, attention_blocks_y(nh, nkv, heads), splits, ATT_THREADS, a1);
             launch_smem(g, F_ATTN_TC, (n + TC_ROWS - 1) / TC_ROWS, nh, 1, TC_THREADS, TC_SMEM, a2);
@@ -383,14 +392,14 @@ static void test_gpu_kernels(void) {
             dev_to(g, pass ? alone + (size_t)off * nh * hd : got, dout, sizeof(float) * n * nh * hd);
         }
         double md = 0, ma = 0;
-        attention_vs_double(qkv, kc, vc, pos, seq, R, nh, nkv, hd, ctx, got, &md, &ma);
-        result(md <= 1e-5 * ma, path("GPU attention_tc (head dim %d, two sequences in a block, GQA) == double reference", hd),
+        attention_vs_double(qkv, kf, vf, pos, seq, R, nh, nkv, hd, ctx, got, &md, &ma);
+        result(md <= 1e-5 * ma, path("GPU attention_tc (head dim %d%s, two sequences in a block, GQA) == double reference", hd, cache),
                "150 rows, 140 on the tensor cores: max |diff| %.1e (bound 1e-5 x %.2f)", md, ma);
         int same = 0;
         for (int i = 0; i < 140 * nh * hd; i++) same += memcmp(&got[i], &alone[i], sizeof(float)) == 0;
-        result(same == 140 * nh * hd, path("GPU attention_tc (head dim %d): a row's result is the same bits with other rows beside it or not", hd),
+        result(same == 140 * nh * hd, path("GPU attention_tc (head dim %d%s): a row's result is the same bits with other rows beside it or not", hd, cache),
                "%d of %d identical", same, 140 * nh * hd);
-        free(qkv); free(kc); free(vc); free(got); free(alone);
+        free(qkv); free(kc); free(vc); free(got); free(alone); free(kf); free(vf);
     }
 
     /* the quantization of attention_combine_quant (one chunk a head: its output is part_o itself) and of
