@@ -1813,6 +1813,17 @@ static void *compile_job(void *arg) {
     return NULL;
 }
 
+/* the W8A8_BUILD bits of the kernels a model uses */
+static int kernels_of(const w8a8_config *c) {
+    int kv8 = c->kv_dtype == W8A8_KV_FP8, b = kv8 ? BUILD_KV_E4M3 : BUILD_KV_BF16;
+    if (c->scheme == W8A8_FP8) b |= BUILD_E4M3;
+    if (c->scheme == W8A8_INT8) b |= BUILD_S8;
+    if (c->head_dim == 64) b |= BUILD_TC_64;
+    if (c->head_dim == 128) b |= BUILD_TC_128;
+    if (c->head_dim * (kv8 ? 1 : 2) % 16) b |= BUILD_ATT_ODD;   /* cache rows not a whole number of 16-byte pieces */
+    return b;
+}
+
 static int kernels_begin(gpu_state *g, kernel_job *j) {
     int drv = 0, nv_major = 0, nv_minor = 0, rc;
     if ((rc = nvrtc_load())) return rc;
@@ -1931,10 +1942,7 @@ static int gpu_open(w8a8_model *m) {
     if (c->head_dim > 32 * 8)   /* MAXD in kernels.cu.inc */
         return fail(W8A8_ERR_GPU, "head_dim %u: the GPU attention takes head dims up to 256 (the CPU reference takes any)", c->head_dim);
     if ((r = cu.StreamCreate(&g->stream, 0))) return fail(W8A8_ERR_GPU, "cuStreamCreate: %s", cu_str(r));
-    kernel_job job = {.build = g_build_all ? BUILD_ALL : (c->scheme == W8A8_FP8 ? BUILD_E4M3 : c->scheme == W8A8_INT8 ? BUILD_S8 : 0) |
-                                                         (c->kv_dtype == W8A8_KV_FP8 ? BUILD_KV_E4M3 : BUILD_KV_BF16) |
-                                                         (c->head_dim == 64 ? BUILD_TC_64 : c->head_dim == 128 ? BUILD_TC_128 : 0) |
-                                                         (c->head_dim * (c->kv_dtype == W8A8_KV_FP8 ? 1 : 2) % 16 ? BUILD_ATT_ODD : 0)};
+    kernel_job job = {.build = g_build_all ? BUILD_ALL : kernels_of(c)};
     snprintf(job.target, sizeof job.target, "%s", target);
     double t0 = seconds();
     if ((rc = kernels_begin(g, &job))) return rc;
