@@ -2110,6 +2110,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
     int att_heads = n <= GEMV_MAX_M ? 1 : ATT_HEADS, v_smem = n <= GEMV_MAX_M ? g->att_v_smem : 0;
     float eps = c->norm_eps, no_scale = 0.0f;
     CUdeviceptr null = 0, tc_rows = tc ? g->tc_rows : 0;
+    int parts = tc == TC_ALL ? 1 : splits;   /* partial results a row and head: one when attention_tc takes every row */
     void *a_embed[] = {&g->tok, &g->embd, &D, &g->Dp, &g->x};
     if ((rc = launch(g, F_EMBED, n, 1, 1, 1024, a_embed))) return rc;
     size_t layer_kv = (size_t)m->max_batch * ctx * kvd * g->kv_es;
@@ -2122,8 +2123,8 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
         void *a_n1[] = {&g->x, &null, &L->attn_norm, &eps, &D, &Kq, &mode, &s_qkv, &g->act, &g->act_s};
         void *a_rope[] = {&g->qkv, &g->pos, &g->seq, &g->rope_cos, &g->rope_sin, &nh, &nkv, &hd, &L->q_norm, &L->k_norm, &eps, &kc, &vc, &ctx, &ks, &vs};
         void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &g->part_o, &g->part_ml, &att_heads, &v_smem, &tc_rows};
-        void *a_tc[] = {&g->qkv, &g->pos, &g->seq, &g->tc_rows, &n, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &splits, &g->part_o, &g->part_ml};
-        void *a_comb[] = {&g->part_o, &g->part_ml, &splits, &nh, &hd, &g->att, &Ko, &mode, &s_o, &g->act, &g->act_s};
+        void *a_tc[] = {&g->qkv, &g->pos, &g->seq, &g->tc_rows, &n, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &parts, &g->part_o, &g->part_ml};
+        void *a_comb[] = {&g->part_o, &g->part_ml, &parts, &nh, &hd, &g->att, &Ko, &mode, &s_o, &g->act, &g->act_s};
         void *a_n2[] = {&g->x, &null, &L->ffn_norm, &eps, &D, &K13, &mode, &s_13, &g->act, &g->act_s};
         void *a_silu[] = {&g->h13, &H, &K2, &mode, &s_2, &g->act, &g->act_s};
         /* calibration (bf16 scheme): each linear's input as quantized (bf16), the keys and values as cached */
