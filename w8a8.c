@@ -1164,7 +1164,6 @@ static float silu_gpu_order(float x) { return x * (1.0f / (1.0f + exp_w8a8(-x)))
 #define ATT_CHUNK 256
 #define ATT_THREADS 256
 #define ATT_HEADS 4    /* query heads of one kv head an attention block takes */
-#define ATT_STATIC_SMEM 20608   /* the attention kernel's own shared memory (att_smem, block_max), for the room check */
 #define ROPE_WARPS 4   /* heads a rope_kv block takes */
 #define TC_ROWS 64     /* attention_tc: rows a block, its threads, the shortest run of a sequence's rows it takes, shared memory */
 #define TC_THREADS 128
@@ -1531,7 +1530,7 @@ typedef struct {
 } CUlaunchConfig;
 enum { CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
 enum { CU_STREAM_CAPTURE_MODE_RELAXED = 2 };
-enum { CU_ATTR_MULTIPROCESSOR_COUNT = 16, CU_ATTR_CC_MAJOR = 75, CU_ATTR_CC_MINOR = 76, CU_ATTR_MAX_SMEM_OPTIN = 97 };
+enum { CU_ATTR_MULTIPROCESSOR_COUNT = 16, CU_ATTR_CC_MAJOR = 75, CU_ATTR_CC_MINOR = 76 };
 enum { CU_FUNC_MAX_DYNAMIC_SHARED = 8 };
 static struct {
     void *lib;
@@ -1976,11 +1975,10 @@ static int gpu_open(w8a8_model *m) {
         return rc;
     /* the KV cache: bf16 or e4m3, [layer][sequence][position][kv_dim] */
     g->kv_es = c->kv_dtype == W8A8_KV_FP8 ? 1 : 2;
-    /* decode's attention copies each chunk's values to shared memory where the GPU has room for them */
-    int optin = 0, vbytes = ATT_CHUNK * c->head_dim * g->kv_es;
-    if (cu.FuncSetAttribute && !cu.DeviceGetAttribute(&optin, CU_ATTR_MAX_SMEM_OPTIN, g->dev) && vbytes + ATT_STATIC_SMEM <= optin &&
-        !cu.FuncSetAttribute(g->f[F_ATTN], CU_FUNC_MAX_DYNAMIC_SHARED, vbytes))
-        g->att_v_smem = vbytes;
+    /* decode's attention copies each chunk's values to shared memory where the GPU has room for them beside
+     * the kernel's own (the driver refuses a size that does not fit) */
+    int vbytes = ATT_CHUNK * c->head_dim * g->kv_es;
+    if (cu.FuncSetAttribute && !cu.FuncSetAttribute(g->f[F_ATTN], CU_FUNC_MAX_DYNAMIC_SHARED, vbytes)) g->att_v_smem = vbytes;
     g->att_tc = (c->head_dim == 64 || c->head_dim == 128) && !env_on("W8A8_NO_TC_ATTENTION") && cu.FuncSetAttribute &&
                 !cu.FuncSetAttribute(g->f[F_ATTN_TC], CU_FUNC_MAX_DYNAMIC_SHARED, TC_SMEM);
     size_t kv = (size_t)c->n_layers * m->max_batch * m->max_ctx * kvd * g->kv_es;
