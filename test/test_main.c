@@ -1310,6 +1310,24 @@ static const char *smollm2(const char *scheme) {
 }
 
 static void test_gguf(void) {
+    /* a tensor offset so large that header end + offset wraps past 2^64 back into the file (found by fuzz_convert):
+     * refused, not read */
+    {
+        unsigned char b[128] = "GGUF";
+        uint32_t ver = 3, nd = 1, type = 0;
+        uint64_t n_t = 1, n_kv = 0, nlen = 1, ne = 8, off = ~0ull;   /* header end rounds up to 64: 64 + ~0 wraps to 63 */
+        size_t o = 4;
+#define PUT(v) (memcpy(b + o, &(v), sizeof(v)), o += sizeof(v))
+        PUT(ver); PUT(n_t); PUT(n_kv); PUT(nlen); b[o++] = 't'; PUT(nd); PUT(ne); PUT(type); PUT(off);
+#undef PUT
+        char *f = path("%s/wrap.gguf", OUT);
+        FILE *fp = fopen(f, "wb");
+        if (fp) { fwrite(b, 1, sizeof b, fp); fclose(fp); }
+        int rc = sh("./convert --dump %s t %s/wrap.f32 > %s/wrap.log 2>&1", f, OUT, OUT);
+        char *log = slurp(path("%s/wrap.log", OUT), NULL);
+        result(rc != 0 && log && strstr(log, "lies outside the file"), "GGUF: a tensor offset that wraps around 2^64 is refused", "%s", log ? log : "");
+        free(log);
+    }
     /* dequantization, every type, against the gguf package */
     if (sh("python3 -c 'import gguf, numpy' 2>/dev/null")) skip("GGUF dequantization == the gguf package", "python3 with gguf and numpy not installed (make deps)");
     else {

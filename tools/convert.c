@@ -243,7 +243,8 @@ static gguf_file gguf_open(const char *path) {
         }
         t->bytes = bs ? n / bs * bb : 0;
         if (bs && n % bs) die("'%s': tensor '%s' has %llu elements, not a multiple of its block of %llu", path, t->name, (unsigned long long)n, (unsigned long long)bs);
-        if (data + offs[i] > g.b.n || t->bytes > g.b.n - data - offs[i]) die("'%s': tensor '%s' lies outside the file", path, t->name);
+        if (data > g.b.n || offs[i] > g.b.n - data || t->bytes > g.b.n - data - offs[i])   /* no sum that can wrap */
+            die("'%s': tensor '%s' lies outside the file", path, t->name);
         t->data = g.b.p + data + offs[i];
     }
     FREE(offs);
