@@ -399,7 +399,8 @@ static void st_open(source *s, const char *path) {
         t.data = data + (size_t)b0;
         t.bytes = (size_t)(b1 - b0);
         int es = t.dtype == ST_F32 ? 4 : t.dtype == ST_F8 ? 1 : t.dtype == ST_OTHER ? 0 : 2;
-        if (es && (uint64_t)t.bytes != elems * es) die("'%s': tensor '%s' has %zu bytes for %llu elements", path, t.name, t.bytes, (unsigned long long)elems);
+        uint64_t want = 0;   /* elems * es, which must not wrap either */
+        if (es && (__builtin_mul_overflow(elems, (uint64_t)es, &want) || (uint64_t)t.bytes != want)) die("'%s': tensor '%s' has %zu bytes for %llu elements", path, t.name, t.bytes, (unsigned long long)elems);
         s->t = REALLOC(s->t, sizeof(st_tensor) * (s->n + 1));
         if (!s->t) die("out of memory");
         s->t[s->n++] = t;
