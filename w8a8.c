@@ -1519,8 +1519,9 @@ typedef unsigned long long CUdeviceptr;
 typedef struct CUgraph_st *CUgraph;
 typedef struct CUevent_st *CUevent;
 typedef struct CUgraphExec_st *CUgraphExec;
-/* cuLaunchKernelEx's configuration, as cuda.h lays it out; the one attribute used is "programmatic stream
- * serialization" (id 6): the kernel may start before the previous one in the stream has finished. */
+/* cuLaunchKernelEx's configuration, as cuda.h lays it out; the attributes used: "programmatic stream
+ * serialization" (id 6: the kernel may start before the previous one in the stream has finished) and the
+ * cluster dimension (id 4: x, y, z as three unsigned ints at the value's start). */
 typedef struct { int id; char pad[4]; union { char bytes[64]; int value; } v; } CUlaunchAttribute;
 typedef struct {
     unsigned gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes;
@@ -1528,7 +1529,7 @@ typedef struct {
     CUlaunchAttribute *attrs;
     unsigned numAttrs;
 } CUlaunchConfig;
-enum { CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
+enum { CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
 enum { CU_STREAM_CAPTURE_MODE_RELAXED = 2 };
 enum { CU_ATTR_MULTIPROCESSOR_COUNT = 16, CU_ATTR_CC_MAJOR = 75, CU_ATTR_CC_MINOR = 76 };
 enum { CU_FUNC_MAX_DYNAMIC_SHARED = 8 };
@@ -1578,6 +1579,7 @@ static struct {
     CUresult (*FuncSetAttribute)(CUfunction, int, int);
     CUresult (*TensorMapEncodeTiled)(void *, int, unsigned, void *, const unsigned long long *, const unsigned long long *,
                                      const unsigned *, const unsigned *, int, int, int, int);
+    CUresult (*OccupancyMaxActiveClusters)(int *, CUfunction, const CUlaunchConfig *);
 } cu;
 
 static const char *cu_str(CUresult r) {
@@ -1618,6 +1620,7 @@ static int cuda_load(void) {
         OPT(EventSynchronize, "cuEventSynchronize"), OPT(EventElapsedTime, "cuEventElapsedTime"),
         OPT(EventDestroy, "cuEventDestroy_v2"), OPT(FuncSetAttribute, "cuFuncSetAttribute"),
         OPT(TensorMapEncodeTiled, "cuTensorMapEncodeTiled"), OPT(LaunchKernelEx, "cuLaunchKernelEx"),
+        OPT(OccupancyMaxActiveClusters, "cuOccupancyMaxActiveClusters"),
     };
 #undef REQ
 #undef OPT
@@ -1687,6 +1690,7 @@ struct gpu_state {
     int no_gemv;                  /* 1: every GEMM through the mma tiles ($W8A8_NO_GEMV, for comparison) */
     int wgmma;                    /* GEMMs the gemv does not take run the wgmma kernel (sm_90, unless $W8A8_NO_WGMMA=1) */
     int exact_fp8;                /* FP8 GEMMs stay off the wgmma path (w8a8_options.exact_fp8) */
+    int gemm_pairs;               /* wgmma GEMM: clusters of two blocks that fit on the GPU at once (0: no clusters) */
     int pdl;                      /* kernels launched with programmatic dependent launch (sm_90, unless $W8A8_NO_PDL=1) */
     int att_v_smem;               /* bytes of an attention chunk's values, copied to shared memory at decode (0: no room) */
     int att_tc;                   /* prompts' attention can run on the tensor cores (attention_tc: head dim 64 or 128) */
@@ -1962,6 +1966,14 @@ static int gpu_open(w8a8_model *m) {
         for (int i = F_GEMM90_BF16; i <= F_GEMM90_S8_WIDE; i++)
             if ((r = cu.FuncSetAttribute(g->f[i], CU_FUNC_MAX_DYNAMIC_SHARED, HOPPER_SMEM)))
                 return fail(W8A8_ERR_GPU, "%s: %d bytes of shared memory: %s", kernel_names[i], HOPPER_SMEM, cu_str(r));
+        /* pairs of blocks sharing the weight tile (TMA multicast): as many as can run at once, which is fewer
+         * than half the SMs where a GPC has an odd number of them */
+        CUlaunchAttribute attr = {.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION};
+        memcpy(attr.v.bytes, (unsigned[3]){2, 1, 1}, 3 * sizeof(unsigned));
+        CUlaunchConfig lc = {(unsigned)g->sms & ~1u, 1, 1, 384, 1, 1, HOPPER_SMEM, g->stream, &attr, 1};
+        if (cu.LaunchKernelEx && cu.OccupancyMaxActiveClusters && !env_on("W8A8_NO_CLUSTER") &&
+            cu.OccupancyMaxActiveClusters(&g->gemm_pairs, g->f[F_GEMM90_E4M3], &lc))
+            g->gemm_pairs = 0;
     }
     g->pdl = g->cc >= 90 && cu.LaunchKernelEx && !env_on("W8A8_NO_PDL");   /* kernels built with W8A8_SM >= 90 wait */
     g->prof = env_on("W8A8_PROFILE") && cu.EventCreate && cu.EventRecord && cu.EventElapsedTime;
@@ -2004,12 +2016,14 @@ static int gpu_open(w8a8_model *m) {
         return rc;
 #undef ACT
     if (m->opt.verbose)
-        fprintf(stderr, "w8a8: %s (sm_%d, %d SMs); %s\nw8a8: GPU memory: weights %.1f MiB, KV cache %.1f MiB, activations %.1f MiB\n",
-                g->name, g->cc, g->sms, g->info, weights / 1048576.0, 2.0 * kv / 1048576.0, act / 1048576.0);
+        fprintf(stderr, "w8a8: %s (sm_%d, %d SMs); %s\nw8a8: GEMMs: %s; GPU memory: weights %.1f MiB, KV cache %.1f MiB, activations %.1f MiB\n",
+                g->name, g->cc, g->sms, g->info, !g->wgmma ? "mma.sync" : g->gemm_pairs ? "wgmma, blocks in pairs" : "wgmma",
+                weights / 1048576.0, 2.0 * kv / 1048576.0, act / 1048576.0);
     return W8A8_OK;
 }
 
-static int launch_smem(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned gz, unsigned block, unsigned smem, void **args) {
+/* a launch on the stream (in clusters of `cluster` blocks along x when > 1) */
+static int launch_ex(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned gz, unsigned block, unsigned smem, int cluster, void **args) {
 #ifdef W8A8_LAUNCH_HOOK
     if (W8A8_LAUNCH_HOOK(f)) return W8A8_OK;   /* tools/prof's leave-one-out timings (W8A8_SKIP) */
 #endif
@@ -2028,13 +2042,17 @@ static int launch_smem(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned g
         }
     }
     CUresult r;
-    if (g->pdl) {   /* every kernel waits for the one before it (wait_prior in kernels.cu.inc) */
-        CUlaunchAttribute attr = {.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, .v.value = 1};
-        CUlaunchConfig lc = {gx, gy, gz, block, 1, 1, smem, g->stream, &attr, 1};
+    if (g->pdl || cluster > 1) {   /* with pdl every kernel waits for the one before it (wait_prior in kernels.cu.inc) */
+        CUlaunchAttribute attrs[2] = {{.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION}, {.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, .v.value = 1}};
+        memcpy(attrs[0].v.bytes, (unsigned[3]){(unsigned)cluster, 1, 1}, 3 * sizeof(unsigned));
+        CUlaunchConfig lc = {gx, gy, gz, block, 1, 1, smem, g->stream, attrs + (cluster == 1), (unsigned)(cluster > 1) + (unsigned)g->pdl};
         r = cu.LaunchKernelEx(&lc, g->f[f], args, NULL);
     } else r = cu.LaunchKernel(g->f[f], gx, gy, gz, block, 1, 1, smem, g->stream, args, NULL);
     if (timed) cu.EventRecord(g->pev[g->n_pev++].b, g->stream);
     return r ? fail(W8A8_ERR_GPU, "launching %s: %s", kernel_names[f], cu_str(r)) : W8A8_OK;
+}
+static int launch_smem(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned gz, unsigned block, unsigned smem, void **args) {
+    return launch_ex(g, f, gx, gy, gz, block, smem, 1, args);
 }
 static int launch(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned gz, unsigned block, void **args) {
     return launch_smem(g, f, gx, gy, gz, block, 0, args);
@@ -2064,7 +2082,8 @@ static int tma_encode(tma_map *map, CUdeviceptr p, int rows, int row_bytes, int 
 /* y = linear(act) with the epilogue: out_mode 0 bf16 store, 1 add into fp32, 2 fp32 store. Up to GEMV_MAX_M
  * rows (decode) stream the weights with the gemv kernels; more go through the wgmma kernel on Hopper (a
  * persistent grid, one block an SM; 256-column tiles where there are enough of them to fill the GPU, else
- * 128; FP8 always 128) or the mma tiles elsewhere. */
+ * 128; FP8 always 128; blocks in pairs that share the weight tile where there are two row tiles or more) or
+ * the mma tiles elsewhere. */
 #define GEMV_MAX_M 4
 #define GEMV_WARPS 8
 static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const glinear *l, int M, int out_mode, CUdeviceptr out, int ldo) {
@@ -2075,11 +2094,12 @@ static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const g
     if (g->wgmma && !(fn == F_GEMM_E4M3 && g->exact_fp8)) {
         int tiles_m = (M + 127) / 128, wide = fn != F_GEMM_E4M3 && tiles_m * ((l->N + 255) / 256) >= g->sms, bn = wide ? 256 : 128;
         int kernel = fn == F_GEMM_BF16 ? F_GEMM90_BF16 + wide : fn == F_GEMM_E4M3 ? F_GEMM90_E4M3 : F_GEMM90_S8 + wide;
-        int tiles = tiles_m * ((l->N + bn - 1) / bn), rc;
-        tma_map ma, mw;
-        if ((rc = tma_encode(&ma, a, M, Kb, 128)) || (rc = tma_encode(&mw, w, l->N, Kb, bn))) return rc;
+        int pair = tiles_m >= 2 && g->gemm_pairs > 0, units = (tiles_m + pair) / (1 + pair) * ((l->N + bn - 1) / bn), rc;
+        int blocks = pair ? 2 * (units < g->gemm_pairs ? units : g->gemm_pairs) : units < g->sms ? units : g->sms;
+        tma_map ma, mw;   /* a pair's blocks each bring half of the weight tile */
+        if ((rc = tma_encode(&ma, a, M, Kb, 128)) || (rc = tma_encode(&mw, w, l->N, Kb, bn >> pair))) return rc;
         void *hargs[] = {&ma, &mw, &M, (void *)&l->N, &Kb, &asp, &ws, &bias, &out_mode, &out, &ldo};
-        return launch_smem(g, kernel, tiles < g->sms ? tiles : g->sms, 1, 1, 384, HOPPER_SMEM, hargs);
+        return launch_ex(g, kernel, blocks, 1, 1, 384, HOPPER_SMEM, 1 + pair, hargs);
     }
     return launch(g, fn, (l->N + 63) / 64, (M + 63) / 64, 1, 128, args);
 }

@@ -34,6 +34,7 @@ int main(int argc, char **argv) {
     o.require_gpu = 1; o.max_batch = B; o.max_context = P + S + 16;
     w8a8_model *m;
     if (w8a8_open(&m, path, &o)) { fprintf(stderr, "%s\n", w8a8_error()); return 1; }
+    fprintf(stderr, "== %s; wgmma GEMM blocks in pairs: %s (%d at once)\n", w8a8_device_name(m), m->gpu->gemm_pairs ? "yes" : "no", m->gpu->gemm_pairs);
     int *seqs = malloc(sizeof(int) * B), *tok = malloc(sizeof(int) * B), *prompt = malloc(sizeof(int) * P);
     int V = (int)w8a8_config_of(m)->vocab_size;
     for (int i = 0; i < P; i++) prompt[i] = (1000 + (i * 7919) % 100000) % V;   /* any ids: the timings do not depend on them */
