@@ -1691,6 +1691,8 @@ struct gpu_state {
     int wgmma;                    /* GEMMs the gemv does not take run the wgmma kernel (sm_90, unless $W8A8_NO_WGMMA=1) */
     int exact_fp8;                /* FP8 GEMMs stay off the wgmma path (w8a8_options.exact_fp8) */
     int gemm_pairs;               /* wgmma GEMM: clusters of two blocks that fit on the GPU at once (0: no clusters) */
+    int split_k;                  /* wgmma GEMM: K split over blocks where the tiles are too few ($W8A8_NO_SPLIT_K=1: not) */
+    CUdeviceptr split_part, split_count; /* its workspace: a block's sums (64 KB an item), a counter a tile */
     int pdl;                      /* kernels launched with programmatic dependent launch (sm_90, unless $W8A8_NO_PDL=1) */
     int att_v_smem;               /* bytes of an attention chunk's values, copied to shared memory at decode (0: no room) */
     int att_tc;                   /* prompts' attention can run on the tensor cores (attention_tc: head dim 64 or 128) */
@@ -1974,6 +1976,12 @@ static int gpu_open(w8a8_model *m) {
         if (cu.LaunchKernelEx && cu.OccupancyMaxActiveClusters && !env_on("W8A8_NO_CLUSTER") &&
             cu.OccupancyMaxActiveClusters(&g->gemm_pairs, g->f[F_GEMM90_E4M3], &lc))
             g->gemm_pairs = 0;
+        /* split K: at most one item an SM, so the workspace holds g->sms items and counters */
+        g->split_k = !env_on("W8A8_NO_SPLIT_K");
+        if (g->split_k && ((rc = gpu_alloc(g, &g->split_part, (size_t)g->sms * 65536, "the GEMM's split-K workspace")) ||
+                           (rc = gpu_alloc(g, &g->split_count, sizeof(int) * g->sms, "the GEMM's split-K workspace"))))
+            return rc;
+        if (g->split_k && (r = cu.MemsetD8(g->split_count, 0, sizeof(int) * g->sms))) return fail(W8A8_ERR_GPU, "cuMemsetD8: %s", cu_str(r));
     }
     g->pdl = g->cc >= 90 && cu.LaunchKernelEx && !env_on("W8A8_NO_PDL");   /* kernels built with W8A8_SM >= 90 wait */
     g->prof = env_on("W8A8_PROFILE") && cu.EventCreate && cu.EventRecord && cu.EventElapsedTime;
@@ -2082,8 +2090,8 @@ static int tma_encode(tma_map *map, CUdeviceptr p, int rows, int row_bytes, int 
 /* y = linear(act) with the epilogue: out_mode 0 bf16 store, 1 add into fp32, 2 fp32 store. Up to GEMV_MAX_M
  * rows (decode) stream the weights with the gemv kernels; more go through the wgmma kernel on Hopper (a
  * persistent grid, one block an SM; 256-column tiles where there are enough of them to fill the GPU, else
- * 128; FP8 always 128; blocks in pairs that share the weight tile where there are two row tiles or more) or
- * the mma tiles elsewhere. */
+ * 128; FP8 always 128; blocks in pairs that share the weight tile where there are two row tiles or more; K
+ * split over blocks where the tiles are too few) or the mma tiles elsewhere. */
 #define GEMV_MAX_M 4
 #define GEMV_WARPS 8
 static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const glinear *l, int M, int out_mode, CUdeviceptr out, int ldo) {
@@ -2095,10 +2103,20 @@ static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const g
         int tiles_m = (M + 127) / 128, wide = fn != F_GEMM_E4M3 && tiles_m * ((l->N + 255) / 256) >= g->sms, bn = wide ? 256 : 128;
         int kernel = fn == F_GEMM_BF16 ? F_GEMM90_BF16 + wide : fn == F_GEMM_E4M3 ? F_GEMM90_E4M3 : F_GEMM90_S8 + wide;
         int pair = tiles_m >= 2 && g->gemm_pairs > 0, units = (tiles_m + pair) / (1 + pair) * ((l->N + bn - 1) / bn), rc;
-        int blocks = pair ? 2 * (units < g->gemm_pairs ? units : g->gemm_pairs) : units < g->sms ? units : g->sms;
+        /* too few tiles to keep every SM streaming weights (few rows): K split in up to 16 parts, one item an SM.
+         * Not for a third of the SMs or more with a short K: the halves' start and merge cost more than the idle
+         * SMs (H100 run40: qkv at M = 16, 48 tiles of 32 steps, 40 -> 38 TFLOP/s split in two; o and down, 32
+         * tiles, 28 -> 31 and 36 -> 51 split in four; down at M = 256, 64 tiles of 112 steps, 544 -> 692 in two) */
+        int tiles = units << pair, steps = (Kb + 127) / 128, splits = g->split_k ? g->sms / tiles : 1;
+        if (3 * tiles > g->sms && steps < 64) splits = 1;
+        if (splits > 16) splits = 16;
+        if (splits > steps) splits = steps;   /* every split has a step */
+        if (splits < 1) splits = 1;
+        int items = units * splits, blocks = pair ? 2 * (items < g->gemm_pairs ? items : g->gemm_pairs) : items < g->sms ? items : g->sms;
         tma_map ma, mw;   /* a pair's blocks each bring half of the weight tile */
         if ((rc = tma_encode(&ma, a, M, Kb, 128)) || (rc = tma_encode(&mw, w, l->N, Kb, bn >> pair))) return rc;
-        void *hargs[] = {&ma, &mw, &M, (void *)&l->N, &Kb, &asp, &ws, &bias, &out_mode, &out, &ldo};
+        CUdeviceptr part = g->split_part, count = g->split_count;
+        void *hargs[] = {&ma, &mw, &M, (void *)&l->N, &Kb, &splits, &part, &count, &asp, &ws, &bias, &out_mode, &out, &ldo};
         return launch_ex(g, kernel, blocks, 1, 1, 384, HOPPER_SMEM, 1 + pair, hargs);
     }
     return launch(g, fn, (l->N + 63) / 64, (M + 63) / 64, 1, 128, args);

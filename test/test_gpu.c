@@ -124,9 +124,11 @@ static void test_gpu_kernels(void) {
     }
 
     /* GEMM, each kernel family and type, ragged shapes, three epilogues: the mma.sync tiles (sm_80 and later),
-     * the decode gemv (M <= 4) and, on Hopper, the wgmma kernel (at every M, 128- and 256-column tiles) */
+     * the decode gemv (M <= 4) and, on Hopper, the wgmma kernel (at every M, 128- and 256-column tiles, blocks in
+     * pairs or not, K split over blocks or not: all but the last shape have too few tiles to fill the GPU). The
+     * wgmma kernel runs twice and must give the same bits: the split sums are added in a fixed order. */
     int shapes[][3] = {{1, 64, 64}, {2, 72, 960}, {4, 264, 4160}, {5, 100, 172}, {64, 128, 256}, {130, 200, 320}, {256, 520, 1024},
-                       {1100, 4200, 192}};
+                       {300, 256, 2048}, {1100, 4200, 192}};
     int n_shapes = sizeof shapes / sizeof *shapes, keep_gemv = g->no_gemv, keep_wgmma = g->wgmma;
     const char *family[] = {"mma.sync", "gemv", "wgmma"};
     for (int fam = 0; fam < 3; fam++)
@@ -167,6 +169,7 @@ static void test_gpu_kernels(void) {
                     mags[r * N + n] = mag;
                 }
             glinear gl = {.N = N, .K = K, .Kp = Kp};
+            int shape_bad = 0;
             CUdeviceptr dA = dev_from(g, A, (size_t)M * Kp * es), dsa = dev_from(g, sa, sizeof(float) * M);
             gl.w = dev_from(g, Wt, (size_t)N * Kp * es);
             gl.scale = type ? dev_from(g, sw, sizeof(float) * N) : 0;
@@ -176,6 +179,15 @@ static void test_gpu_kernels(void) {
                 if (gpu_gemm(g, fn, dA, dsa, &gl, M, out_mode, dout, N) || gpu_sync(g)) {
                     if (bad++ < 3) printf("  %s M%d N%d K%d: %s\n", mode_name[type], M, N, K, w8a8_error());
                     continue;
+                }
+                if (fam == 2 && out_mode == 2) {
+                    CUdeviceptr again = dev_from(g, NULL, sizeof(float) * M * N);
+                    float *g2 = malloc(sizeof(float) * M * N);
+                    dev_to(g, got, dout, sizeof(float) * M * N);
+                    if (gpu_gemm(g, fn, dA, dsa, &gl, M, out_mode, again, N) || gpu_sync(g)) bad++;
+                    dev_to(g, g2, again, sizeof(float) * M * N);
+                    if (memcmp(got, g2, sizeof(float) * M * N) && bad++ < 3) printf("  %s M%d N%d K%d: a second run differs\n", mode_name[type], M, N, K);
+                    free(g2);
                 }
                 if (out_mode == 0) {
                     uint16_t *b16 = (uint16_t *)got;
@@ -191,13 +203,15 @@ static void test_gpu_kernels(void) {
                         float gv = got[r * N + n];
                         /* fp32 sums in another order: a few ulps of the sum of |products|; bf16 output adds its rounding.
                          * Hopper's FP8 wgmma adds each 32 products to the accumulator aligned to the largest term with
-                         * ~14 bits kept; the kernel starts a fresh accumulator every 128 values and sums those in fp32,
-                         * which bounds the loss to a few 2^-14 of each 128-value chunk: 2^-12 of the sum of |products| */
-                        double rel = type == 2 ? 0 : fam == 2 && type == 1 ? 1.0 / 4096 : 4e-6;
+                         * ~14 bits kept; the kernel starts a fresh accumulator every 128 values and sums those in fp32.
+                         * The worst seen over 14.6M outputs is 2.6e-4 of the sum of |products| (H100 run40; one
+                         * instruction could lose up to 31 x 2^-14 of its largest product): 2^-11 */
+                        double rel = type == 2 ? 0 : fam == 2 && type == 1 ? 1.0 / 2048 : 4e-6;
                         double tol = rel * mag * sc + (out_mode == 0 ? fabs(v) / 256 : 0) + (out_mode == 1 ? 1e-6 * fabs(v) : 0);
                         double err = fabs((double)gv - v);
                         outputs++;
-                        if (!(err <= tol)) { if (bad++ < 3) printf("  %s M%d N%d K%d mode %d: [%d,%d] %g vs %g\n", mode_name[type], M, N, K, out_mode, r, n, gv, v); }
+                        if (!(err <= tol) && bad++ < 12 && shape_bad++ < 2)   /* the first two of each shape */
+                            printf("  %s M%d N%d K%d mode %d: [%d,%d] %g vs %g\n", mode_name[type], M, N, K, out_mode, r, n, gv, v);
                         if (mag > 0 && out_mode == 2) worst = fmax(worst, err / (mag * sc));
                         if (out_mode == 2 && type != 2 && fam != 1 && (size_t)M * N <= 200000) {   /* how does the tensor core accumulate? */
                             int kc = type == 0 ? 16 : 32;     /* K per mma instruction */
@@ -219,8 +233,8 @@ static void test_gpu_kernels(void) {
             }
             free(A); free(Wt); free(av); free(wv); free(sa); free(sw); free(bias); free(got); free(x0); free(ref); free(mags);
         }
-        result(!bad, path("GPU gemm_%s (%s) == CPU at M %s, ragged N and K, bf16/add/fp32 epilogues", mode_name[type], family[fam],
-                          fam == 1 ? "1..4" : "1..1100"),
+        result(!bad, path("GPU gemm_%s (%s) == CPU at M %s, ragged N and K, bf16/add/fp32 epilogues%s", mode_name[type], family[fam],
+                          fam == 1 ? "1..4" : "1..1100", fam == 2 ? ", the same bits twice" : ""),
                "%d of %d wrong; worst |err| / sum|a w| = %.1e%s", bad, outputs, worst, type == 2 ? " (int8: exact)" : "");
         if (type != 2 && fam != 1)
             printf("  accumulation: of %d outputs, %d equal the exactly-rounded sum, %d a per-instruction round-to-nearest sum, %d round-toward-zero\n",
