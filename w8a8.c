@@ -1530,6 +1530,11 @@ typedef struct {
     unsigned numAttrs;
 } CUlaunchConfig;
 enum { CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
+static CUlaunchAttribute cluster_dim(int x) {   /* blocks in clusters of x along x */
+    CUlaunchAttribute a = {.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION};
+    memcpy(a.v.bytes, (unsigned[3]){(unsigned)x, 1, 1}, 3 * sizeof(unsigned));
+    return a;
+}
 enum { CU_STREAM_CAPTURE_MODE_RELAXED = 2 };
 enum { CU_ATTR_MULTIPROCESSOR_COUNT = 16, CU_ATTR_CC_MAJOR = 75, CU_ATTR_CC_MINOR = 76 };
 enum { CU_FUNC_MAX_DYNAMIC_SHARED = 8 };
@@ -1970,8 +1975,7 @@ static int gpu_open(w8a8_model *m) {
                 return fail(W8A8_ERR_GPU, "%s: %d bytes of shared memory: %s", kernel_names[i], HOPPER_SMEM, cu_str(r));
         /* pairs of blocks sharing the weight tile (TMA multicast): as many as can run at once, which is fewer
          * than half the SMs where a GPC has an odd number of them */
-        CUlaunchAttribute attr = {.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION};
-        memcpy(attr.v.bytes, (unsigned[3]){2, 1, 1}, 3 * sizeof(unsigned));
+        CUlaunchAttribute attr = cluster_dim(2);
         CUlaunchConfig lc = {(unsigned)g->sms & ~1u, 1, 1, 384, 1, 1, HOPPER_SMEM, g->stream, &attr, 1};
         if (cu.LaunchKernelEx && cu.OccupancyMaxActiveClusters && !env_on("W8A8_NO_CLUSTER") &&
             cu.OccupancyMaxActiveClusters(&g->gemm_pairs, g->f[F_GEMM90_E4M3], &lc))
@@ -2051,8 +2055,7 @@ static int launch_ex(gpu_state *g, int f, unsigned gx, unsigned gy, unsigned gz,
     }
     CUresult r;
     if (g->pdl || cluster > 1) {   /* with pdl every kernel waits for the one before it (wait_prior in kernels.cu.inc) */
-        CUlaunchAttribute attrs[2] = {{.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION}, {.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, .v.value = 1}};
-        memcpy(attrs[0].v.bytes, (unsigned[3]){(unsigned)cluster, 1, 1}, 3 * sizeof(unsigned));
+        CUlaunchAttribute attrs[2] = {cluster_dim(cluster), {.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, .v.value = 1}};
         CUlaunchConfig lc = {gx, gy, gz, block, 1, 1, smem, g->stream, attrs + (cluster == 1), (unsigned)(cluster > 1) + (unsigned)g->pdl};
         r = cu.LaunchKernelEx(&lc, g->f[f], args, NULL);
     } else r = cu.LaunchKernel(g->f[f], gx, gy, gz, block, 1, 1, smem, g->stream, args, NULL);
