@@ -1450,9 +1450,11 @@ static char *kernel_text(void) {
 #define KERNEL_OPT_SPLIT "--split-compile=0"
 
 /* W8A8_BUILD in kernels.cu.inc: which optional kernels get a body (a model needs one activation type's GEMMs,
- * one KV cache type's attention and attention_tc for its head dim; the others are half of NVRTC's time) */
+ * one KV cache type's attention and attention_tc for its head dim; the others are half of NVRTC's time).
+ * BUILD_BF16: the bf16 Hopper GEMMs past the plain 128-column one, which an FP8 or INT8 model's LM head does
+ * without (~0.15 s of NVRTC each). */
 enum { BUILD_E4M3 = 1, BUILD_S8 = 2, BUILD_KV_BF16 = 4, BUILD_KV_E4M3 = 8, BUILD_TC_64 = 16, BUILD_TC_128 = 32, BUILD_ATT_ODD = 64,
-       BUILD_ALL = 127 };
+       BUILD_BF16 = 128, BUILD_ALL = 255 };
 
 /* Compiles the kernels for one target ("sm_90a", "sm_89", "sm_80"); the error holds NVRTC's log on failure. */
 static int nvrtc_compile(const char *target, int build, char **cubin, size_t *cubin_n) {
@@ -1677,11 +1679,13 @@ typedef struct { int n; CUgraphExec exec; } gpu_graph;
 typedef struct { CUdeviceptr w, scale, bias; float in_scale; int N, K, Kp; } glinear;
 typedef struct { CUdeviceptr attn_norm, ffn_norm, q_norm, k_norm; glinear qkv, o, w13, w2; } glayer;
 enum { F_EMBED, F_RMSNORM, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_GEMV_BF16, F_GEMV_E4M3, F_GEMV_S8,
-       F_GEMM90_BF16, F_GEMM90_BF16_WIDE, F_GEMM90_E4M3 /* 128 columns only */, F_GEMM90_S8, F_GEMM90_S8_WIDE, F_ROPE, F_ATTN, F_ATTN_TC, F_COMBINE_QUANT,
+       F_GEMM90_BF16, F_GEMM90_BF16_WIDE, F_GEMM90_E4M3 /* 128 columns only */, F_GEMM90_S8, F_GEMM90_S8_WIDE,
+       F_GEMM90_BF16_SWAP, F_GEMM90_E4M3_SWAP, F_GEMM90_S8_SWAP /* in F_GEMM_ order */, F_ROPE, F_ATTN, F_ATTN_TC, F_COMBINE_QUANT,
        F_ARGMAX, F_NLL, F_ABSMAX, F_COUNT };
 static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "silu_mul_quant", "gemm_bf16", "gemm_e4m3",
                                             "gemm_s8", "gemv_bf16", "gemv_e4m3", "gemv_s8", "gemm90_bf16_128", "gemm90_bf16_256",
-                                            "gemm90_e4m3_128", "gemm90_s8_128", "gemm90_s8_256", "rope_kv", "attention",
+                                            "gemm90_e4m3_128", "gemm90_s8_128", "gemm90_s8_256", "gemm90_bf16_swap",
+                                            "gemm90_e4m3_swap", "gemm90_s8_swap", "rope_kv", "attention",
                                             "attention_tc", "attention_combine_quant", "argmax_rows", "row_nll", "col_absmax"};
 
 struct gpu_state {
@@ -1697,6 +1701,8 @@ struct gpu_state {
     int exact_fp8;                /* FP8 GEMMs stay off the wgmma path (w8a8_options.exact_fp8) */
     int gemm_pairs;               /* wgmma GEMM: clusters of two blocks that fit on the GPU at once (0: no clusters) */
     int split_k;                  /* wgmma GEMM: K split over blocks where the tiles are too few ($W8A8_NO_SPLIT_K=1: not) */
+    int swap;                     /* wgmma GEMM: up to 64 rows with the weights as the 64-row side ($W8A8_NO_SWAP=1: not) */
+    int build;                    /* the BUILD_ bits the kernels were compiled with */
     CUdeviceptr split_part, split_count; /* its workspace: a block's sums (64 KB an item), a counter a tile */
     int pdl;                      /* kernels launched with programmatic dependent launch (sm_90, unless $W8A8_NO_PDL=1) */
     int att_v_smem;               /* bytes of an attention chunk's values, copied to shared memory at decode (0: no room) */
@@ -1828,6 +1834,7 @@ static int kernels_of(const w8a8_config *c) {
     int kv8 = c->kv_dtype == W8A8_KV_FP8, b = kv8 ? BUILD_KV_E4M3 : BUILD_KV_BF16;
     if (c->scheme == W8A8_FP8) b |= BUILD_E4M3;
     if (c->scheme == W8A8_INT8) b |= BUILD_S8;
+    if (c->scheme == W8A8_BF16) b |= BUILD_BF16;
     if (c->head_dim == 64) b |= BUILD_TC_64;
     if (c->head_dim == 128) b |= BUILD_TC_128;
     if (c->head_dim * (kv8 ? 1 : 2) % 16) b |= BUILD_ATT_ODD;   /* cache rows not a whole number of 16-byte pieces */
@@ -1953,6 +1960,7 @@ static int gpu_open(w8a8_model *m) {
         return fail(W8A8_ERR_GPU, "head_dim %u: the GPU attention takes head dims up to 256 (the CPU reference takes any)", c->head_dim);
     if ((r = cu.StreamCreate(&g->stream, 0))) return fail(W8A8_ERR_GPU, "cuStreamCreate: %s", cu_str(r));
     kernel_job job = {.build = g_build_all ? BUILD_ALL : kernels_of(c)};
+    g->build = job.build;
     snprintf(job.target, sizeof job.target, "%s", target);
     double t0 = seconds();
     if ((rc = kernels_begin(g, &job))) return rc;
@@ -1970,7 +1978,7 @@ static int gpu_open(w8a8_model *m) {
     g->exact_fp8 = m->opt.exact_fp8 || env_on("W8A8_FP8_EXACT");
     if (g->cc == 90 && cu.FuncSetAttribute && cu.TensorMapEncodeTiled && !env_on("W8A8_NO_WGMMA")) {
         g->wgmma = 1;
-        for (int i = F_GEMM90_BF16; i <= F_GEMM90_S8_WIDE; i++)
+        for (int i = F_GEMM90_BF16; i <= F_GEMM90_S8_SWAP; i++)
             if ((r = cu.FuncSetAttribute(g->f[i], CU_FUNC_MAX_DYNAMIC_SHARED, HOPPER_SMEM)))
                 return fail(W8A8_ERR_GPU, "%s: %d bytes of shared memory: %s", kernel_names[i], HOPPER_SMEM, cu_str(r));
         /* pairs of blocks sharing the weight tile (TMA multicast): as many as can run at once, which is fewer
@@ -1982,6 +1990,7 @@ static int gpu_open(w8a8_model *m) {
             g->gemm_pairs = 0;
         /* split K: at most one item an SM, so the workspace holds g->sms items and counters */
         g->split_k = !env_on("W8A8_NO_SPLIT_K");
+        g->swap = !env_on("W8A8_NO_SWAP");
         if (g->split_k && ((rc = gpu_alloc(g, &g->split_part, (size_t)g->sms * 65536, "the GEMM's split-K workspace")) ||
                            (rc = gpu_alloc(g, &g->split_count, sizeof(int) * g->sms, "the GEMM's split-K workspace"))))
             return rc;
@@ -2092,9 +2101,9 @@ static int tma_encode(tma_map *map, CUdeviceptr p, int rows, int row_bytes, int 
 
 /* y = linear(act) with the epilogue: out_mode 0 bf16 store, 1 add into fp32, 2 fp32 store. Up to GEMV_MAX_M
  * rows (decode) stream the weights with the gemv kernels; more go through the wgmma kernel on Hopper (a
- * persistent grid, one block an SM; 256-column tiles where there are enough of them to fill the GPU, else
- * 128; FP8 always 128; blocks in pairs that share the weight tile where there are two row tiles or more; K
- * split over blocks where the tiles are too few) or the mma tiles elsewhere. */
+ * persistent grid, one block an SM; up to 64 rows with the operands swapped; 256-column tiles where there are
+ * enough of them to fill the GPU, else 128; FP8 always 128; blocks in pairs that share the weight tile where
+ * there are two row tiles or more; K split over blocks where the tiles are too few) or the mma tiles elsewhere. */
 #define GEMV_MAX_M 4
 #define GEMV_WARPS 8
 static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const glinear *l, int M, int out_mode, CUdeviceptr out, int ldo) {
@@ -2103,8 +2112,13 @@ static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const g
     void *args[] = {&a, &w, &M, (void *)&l->N, &Kb, &asp, &ws, &bias, &out_mode, &out, &ldo};
     if (M <= GEMV_MAX_M && !g->no_gemv) return launch(g, fn - F_GEMM_BF16 + F_GEMV_BF16, (l->N + GEMV_WARPS - 1) / GEMV_WARPS, 1, 1, 32 * GEMV_WARPS, args);
     if (g->wgmma && !(fn == F_GEMM_E4M3 && g->exact_fp8)) {
-        int tiles_m = (M + 127) / 128, wide = fn != F_GEMM_E4M3 && tiles_m * ((l->N + 255) / 256) >= g->sms, bn = wide ? 256 : 128;
-        int kernel = fn == F_GEMM_BF16 ? F_GEMM90_BF16 + wide : fn == F_GEMM_E4M3 ? F_GEMM90_E4M3 : F_GEMM90_S8 + wide;
+        /* up to 64 rows: swapped, the weights on the wgmma's 64-row side and the rows as its n = 64, so that a
+         * tile is not mostly rows of zeros (the 128-row tile at M = 16 multiplies 7/8 zeros) */
+        int more = fn != F_GEMM_BF16 || (g->build & BUILD_BF16);   /* the kernels past the plain 128-column one */
+        int swap = M <= 64 && g->swap && more, rows = swap ? 64 : 128, tiles_m = (M + rows - 1) / rows;
+        int wide = !swap && more && fn != F_GEMM_E4M3 && tiles_m * ((l->N + 255) / 256) >= g->sms, bn = wide ? 256 : 128;
+        int kernel = swap ? F_GEMM90_BF16_SWAP + (fn - F_GEMM_BF16)
+                          : fn == F_GEMM_BF16 ? F_GEMM90_BF16 + wide : fn == F_GEMM_E4M3 ? F_GEMM90_E4M3 : F_GEMM90_S8 + wide;
         int pair = tiles_m >= 2 && g->gemm_pairs > 0, units = (tiles_m + pair) / (1 + pair) * ((l->N + bn - 1) / bn), rc;
         /* too few tiles to keep every SM streaming weights (few rows): K split in up to 16 parts, one item an SM.
          * Not for a third of the SMs or more with a short K: the halves' start and merge cost more than the idle
@@ -2117,7 +2131,7 @@ static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const g
         if (splits < 1) splits = 1;
         int items = units * splits, blocks = pair ? 2 * (items < g->gemm_pairs ? items : g->gemm_pairs) : items < g->sms ? items : g->sms;
         tma_map ma, mw;   /* a pair's blocks each bring half of the weight tile */
-        if ((rc = tma_encode(&ma, a, M, Kb, 128)) || (rc = tma_encode(&mw, w, l->N, Kb, bn >> pair))) return rc;
+        if ((rc = tma_encode(&ma, a, M, Kb, rows)) || (rc = tma_encode(&mw, w, l->N, Kb, bn >> pair))) return rc;
         CUdeviceptr part = g->split_part, count = g->split_count;
         void *hargs[] = {&ma, &mw, &M, (void *)&l->N, &Kb, &splits, &part, &count, &asp, &ws, &bias, &out_mode, &out, &ldo};
         return launch_ex(g, kernel, blocks, 1, 1, 384, HOPPER_SMEM, 1 + pair, hargs);

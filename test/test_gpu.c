@@ -125,23 +125,25 @@ static void test_gpu_kernels(void) {
 
     /* GEMM, each kernel family and type, ragged shapes, three epilogues: the mma.sync tiles (sm_80 and later),
      * the decode gemv (M <= 4) and, on Hopper, the wgmma kernel (at every M, 128- and 256-column tiles, blocks in
-     * pairs or not, K split over blocks or not: all but the last shape have too few tiles to fill the GPU). The
+     * pairs or not, K split over blocks or not, up to 64 rows with the operands swapped: all but the last two
+     * shapes have too few tiles to fill the GPU), and the unswapped wgmma tiles at those few rows too. The
      * wgmma kernel runs twice and must give the same bits: the split sums are added in a fixed order. */
-    int shapes[][3] = {{1, 64, 64}, {2, 72, 960}, {4, 264, 4160}, {5, 100, 172}, {64, 128, 256}, {130, 200, 320}, {256, 520, 1024},
-                       {300, 256, 2048}, {1100, 4200, 192}};
-    int n_shapes = sizeof shapes / sizeof *shapes, keep_gemv = g->no_gemv, keep_wgmma = g->wgmma;
-    const char *family[] = {"mma.sync", "gemv", "wgmma"};
-    for (int fam = 0; fam < 3; fam++)
+    int shapes[][3] = {{1, 64, 64}, {2, 72, 960}, {4, 264, 4160}, {5, 100, 172}, {37, 300, 1500}, {64, 128, 256}, {130, 200, 320},
+                       {256, 520, 1024}, {300, 256, 2048}, {24, 17000, 192}, {1100, 4200, 192}};
+    int n_shapes = sizeof shapes / sizeof *shapes, keep_gemv = g->no_gemv, keep_wgmma = g->wgmma, keep_swap = g->swap;
+    const char *family[] = {"mma.sync", "gemv", "wgmma", "wgmma unswapped"};
+    for (int fam = 0; fam < 4; fam++)
     for (int type = 0; type < 3; type++) {
         if (type == 1 && !fp8) continue;
-        if (fam == 2 && !keep_wgmma) { skip(path("GPU gemm_%s (wgmma) == CPU", mode_name[type]), "not a Hopper GPU (or $W8A8_NO_WGMMA=1)"); continue; }
+        if (fam >= 2 && !keep_wgmma) { skip(path("GPU gemm_%s (%s) == CPU", mode_name[type], family[fam]), "not a Hopper GPU (or $W8A8_NO_WGMMA=1)"); continue; }
         g->no_gemv = fam != 1;
-        g->wgmma = fam == 2;
+        g->wgmma = fam >= 2;
+        g->swap = fam == 2 && keep_swap;
         int fn = type == 0 ? F_GEMM_BF16 : type == 1 ? F_GEMM_E4M3 : F_GEMM_S8, es = type == 0 ? 2 : 1, bad = 0, emu[4] = {0}, outputs = 0;
         double worst = 0;
         for (int sh_ = 0; sh_ < n_shapes; sh_++) {
             int M = shapes[sh_][0], N = shapes[sh_][1], K = shapes[sh_][2], Kp = round64(K);
-            if (fam == 1 && M > GEMV_MAX_M) continue;
+            if ((fam == 1 && M > GEMV_MAX_M) || (fam == 3 && M > 64)) continue;
             unsigned char *A = calloc((size_t)M * Kp, es), *Wt = calloc((size_t)N * Kp, es);
             float *av = malloc(sizeof(float) * M * K), *wv = malloc(sizeof(float) * N * K), *sa = malloc(sizeof(float) * M),
                   *sw = malloc(sizeof(float) * N), *bias = malloc(sizeof(float) * N), *got = malloc(sizeof(float) * M * N), *x0 = malloc(sizeof(float) * M * N);
@@ -185,7 +187,7 @@ static void test_gpu_kernels(void) {
                     dev_to(g, b16, dout, 2 * M * N);
                     for (int i = M * N - 1; i >= 0; i--) got[i] = w8a8_bf16_to_float(b16[i]);
                 } else dev_to(g, got, dout, sizeof(float) * M * N);
-                if (fam == 2 && out_mode == 2) {
+                if (fam >= 2 && out_mode == 2) {
                     CUdeviceptr again = dev_from(g, NULL, sizeof(float) * M * N);
                     float *g2 = malloc(sizeof(float) * M * N);
                     if (gpu_gemm(g, fn, dA, dsa, &gl, M, out_mode, again, N) || gpu_sync(g)) bad++;
@@ -205,7 +207,7 @@ static void test_gpu_kernels(void) {
                          * ~14 bits kept; the kernel starts a fresh accumulator every 128 values and sums those in fp32.
                          * The worst seen over 14.6M outputs is 2.6e-4 of the sum of |products| (H100 run40; one
                          * instruction could lose up to 31 x 2^-14 of its largest product): 2^-11 */
-                        double rel = type == 2 ? 0 : fam == 2 && type == 1 ? 1.0 / 2048 : 4e-6;
+                        double rel = type == 2 ? 0 : fam >= 2 && type == 1 ? 1.0 / 2048 : 4e-6;
                         double tol = rel * mag * sc + (out_mode == 0 ? fabs(v) / 256 : 0) + (out_mode == 1 ? 1e-6 * fabs(v) : 0);
                         double err = fabs((double)gv - v);
                         outputs++;
@@ -233,7 +235,7 @@ static void test_gpu_kernels(void) {
             free(A); free(Wt); free(av); free(wv); free(sa); free(sw); free(bias); free(got); free(x0); free(ref); free(mags);
         }
         result(!bad, path("GPU gemm_%s (%s) == CPU at M %s, ragged N and K, bf16/add/fp32 epilogues%s", mode_name[type], family[fam],
-                          fam == 1 ? "1..4" : "1..1100", fam == 2 ? ", the same bits twice" : ""),
+                          fam == 1 ? "1..4" : fam == 3 ? "1..64" : "1..1100", fam >= 2 ? ", the same bits twice" : ""),
                "%d of %d wrong; worst |err| / sum|a w| = %.1e%s", bad, outputs, worst, type == 2 ? " (int8: exact)" : "");
         if (type != 2 && fam != 1)
             printf("  accumulation: of %d outputs, %d equal the exactly-rounded sum, %d a per-instruction round-to-nearest sum, %d round-toward-zero\n",
@@ -241,6 +243,7 @@ static void test_gpu_kernels(void) {
     }
     g->no_gemv = keep_gemv;
     g->wgmma = keep_wgmma;
+    g->swap = keep_swap;
 
     /* RoPE + KV write, with and without q/k norm, and into an fp8 cache */
     for (int variant = 0; variant < 3; variant++) {
