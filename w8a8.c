@@ -2114,9 +2114,9 @@ static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const g
     if (g->wgmma && !(fn == F_GEMM_E4M3 && g->exact_fp8)) {
         /* up to 64 rows: swapped, the weights on the wgmma's 64-row side and the rows as its n = 64, so that a
          * tile is not mostly rows of zeros (the 128-row tile at M = 16 multiplies 7/8 zeros) */
-        int more = fn != F_GEMM_BF16 || (g->build & BUILD_BF16);   /* the kernels past the plain 128-column one */
-        int swap = M <= 64 && g->swap && more, rows = swap ? 64 : 128, tiles_m = (M + rows - 1) / rows;
-        int wide = !swap && more && fn != F_GEMM_E4M3 && tiles_m * ((l->N + 255) / 256) >= g->sms, bn = wide ? 256 : 128;
+        int all_built = fn != F_GEMM_BF16 || (g->build & BUILD_BF16);   /* not just the plain 128-column kernel */
+        int swap = M <= 64 && g->swap && all_built, rows = swap ? 64 : 128, tiles_m = (M + rows - 1) / rows;
+        int wide = !swap && all_built && fn != F_GEMM_E4M3 && tiles_m * ((l->N + 255) / 256) >= g->sms, bn = wide ? 256 : 128;
         int kernel = swap ? F_GEMM90_BF16_SWAP + (fn - F_GEMM_BF16)
                           : fn == F_GEMM_BF16 ? F_GEMM90_BF16 + wide : fn == F_GEMM_E4M3 ? F_GEMM90_E4M3 : F_GEMM90_S8 + wide;
         int pair = tiles_m >= 2 && g->gemm_pairs > 0, units = (tiles_m + pair) / (1 + pair) * ((l->N + bn - 1) / bn), rc;
