@@ -1978,6 +1978,7 @@ static int gpu_open(w8a8_model *m) {
     g->exact_fp8 = m->opt.exact_fp8 || env_on("W8A8_FP8_EXACT");
     if (g->cc == 90 && cu.FuncSetAttribute && cu.TensorMapEncodeTiled && !env_on("W8A8_NO_WGMMA")) {
         g->wgmma = 1;
+        g->swap = !env_on("W8A8_NO_SWAP");
         for (int i = F_GEMM90_BF16; i <= F_GEMM90_S8_SWAP; i++)
             if ((r = cu.FuncSetAttribute(g->f[i], CU_FUNC_MAX_DYNAMIC_SHARED, HOPPER_SMEM)))
                 return fail(W8A8_ERR_GPU, "%s: %d bytes of shared memory: %s", kernel_names[i], HOPPER_SMEM, cu_str(r));
@@ -1990,7 +1991,6 @@ static int gpu_open(w8a8_model *m) {
             g->gemm_pairs = 0;
         /* split K: at most one item an SM, so the workspace holds g->sms items and counters */
         g->split_k = !env_on("W8A8_NO_SPLIT_K");
-        g->swap = !env_on("W8A8_NO_SWAP");
         if (g->split_k && ((rc = gpu_alloc(g, &g->split_part, (size_t)g->sms * 65536, "the GEMM's split-K workspace")) ||
                            (rc = gpu_alloc(g, &g->split_count, sizeof(int) * g->sms, "the GEMM's split-K workspace"))))
             return rc;
