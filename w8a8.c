@@ -1164,6 +1164,11 @@ static float silu_gpu_order(float x) { return x * (1.0f / (1.0f + exp_w8a8(-x)))
 #define ATT_CHUNK 256
 #define ATT_THREADS 256
 #define ATT_HEADS 4    /* query heads of one kv head an attention block takes */
+/* ... at decode: fewer, for more blocks (each reads its chunk's keys and values once for the heads it takes).
+ * Two: one wave of blocks on an H100 at 2048 positions (8B: 8 kv heads x 2 x 9 chunks = 144), where one head a
+ * block made 288, two waves (4-layer 8B decode step, H100 run53: 0.880-0.903 ms with two, 0.922-0.941 one,
+ * 0.913 four) */
+#define ATT_DECODE_HEADS 2
 #define ROPE_WARPS 4   /* heads a rope_kv block takes */
 #define TC_ROWS 64     /* attention_tc: rows a block, its threads, the shortest run of a sequence's rows it takes, shared memory */
 #define TC_THREADS 128
@@ -1688,6 +1693,20 @@ static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "silu_mul_
                                             "gemm90_e4m3_swap", "gemm90_s8_swap", "rope_kv", "attention",
                                             "attention_tc", "attention_combine_quant", "argmax_rows", "row_nll", "col_absmax"};
 
+/* decode's gemv (kernels.cu.inc) */
+#define GEMV_MAX_M 4
+#define GEMV_WARPS 16
+#define OUT_SILU 3
+enum { IN_ACT, IN_NORM, IN_ROW };
+typedef struct {   /* the gemv's input rows, made by the gemv itself (kernels.cu.inc: gemv_in) */
+    int kind, K, mode;
+    float static_scale, eps;
+    CUdeviceptr src, rows, w;
+} gemv_in;
+/* shared memory of a gemv that makes its input: the rows (M x Kb bytes), then the stage (the source row, and
+ * the norm's weights) */
+static size_t gemv_smem(const gemv_in *in, int M, int Kb) { return in && in->kind != IN_ACT ? (size_t)M * Kb + (size_t)4 * in->K * (in->kind == IN_NORM ? 2 : 1) : 0; }
+
 struct gpu_state {
     CUdevice dev;
     CUcontext ctx;
@@ -1706,6 +1725,9 @@ struct gpu_state {
     CUdeviceptr split_part, split_count; /* its workspace: a block's sums (64 KB an item), a counter a tile */
     int pdl;                      /* kernels launched with programmatic dependent launch (sm_90, unless $W8A8_NO_PDL=1) */
     int att_v_smem;               /* bytes of an attention chunk's values, copied to shared memory at decode (0: no room) */
+    int fuse;                     /* decode: norms, SiLU and the merge of attention's chunks inside the gemv and attention
+                                   * launches (0 with $W8A8_NO_FUSE=1, or where the gemv's shared memory does not fit) */
+    CUdeviceptr merge_count;      /* attention's counters of finished chunks, a row's query head (fuse) */
     int att_tc;                   /* prompts' attention can run on the tensor cores (attention_tc: head dim 64 or 128) */
     int use_graphs;               /* decode steps replay CUDA graphs (0 with $W8A8_NO_GRAPH=1 or an old driver) */
     gpu_graph graphs[MAX_GRAPHS]; /* one per batch size seen */
@@ -2014,6 +2036,22 @@ static int gpu_open(w8a8_model *m) {
     if (cu.FuncSetAttribute && !cu.FuncSetAttribute(g->f[F_ATTN], CU_FUNC_MAX_DYNAMIC_SHARED, vbytes)) g->att_v_smem = vbytes;
     g->att_tc = (c->head_dim == 64 || c->head_dim == 128) && !env_on("W8A8_NO_TC_ATTENTION") && cu.FuncSetAttribute &&
                 !cu.FuncSetAttribute(g->f[F_ATTN_TC], CU_FUNC_MAX_DYNAMIC_SHARED, TC_SMEM);
+    /* decode's fused stages: the gemv makes its input in shared memory (the largest at GEMV_MAX_M rows), and
+     * attention merges its chunks (a counter a row and query head, zero between launches) */
+    g->fuse = !env_on("W8A8_NO_FUSE") && cu.FuncSetAttribute;
+    size_t need = 0, es = c->scheme == W8A8_BF16 ? 2 : 1;
+    gemv_in in_norm = {.kind = IN_NORM, .K = D}, in_att = {.kind = IN_ROW, .K = qd}, in_h = {.kind = IN_ROW, .K = H};
+#define NEED(in, Kp, e) (need = need > gemv_smem(in, GEMV_MAX_M, (Kp) * (e)) ? need : gemv_smem(in, GEMV_MAX_M, (Kp) * (e)))
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        const glayer *L = &g->layers[l];
+        NEED(&in_norm, L->qkv.Kp, es); NEED(&in_att, L->o.Kp, es); NEED(&in_norm, L->w13.Kp, es); NEED(&in_h, L->w2.Kp, es);
+    }
+    NEED(&in_norm, g->Dp, 2);   /* the LM head, bf16 */
+#undef NEED
+    for (int f = F_GEMV_BF16; f <= F_GEMV_S8 && g->fuse; f++) g->fuse = !cu.FuncSetAttribute(g->f[f], CU_FUNC_MAX_DYNAMIC_SHARED, (int)need);
+    if (g->fuse && ((rc = gpu_alloc(g, &g->merge_count, sizeof(int) * GEMV_MAX_M * c->n_heads, "attention's counters")) ||
+                    (r = cu.MemsetD8(g->merge_count, 0, sizeof(int) * GEMV_MAX_M * c->n_heads))))
+        return rc ? rc : fail(W8A8_ERR_GPU, "cuMemsetD8: %s", cu_str(r));
     size_t kv = (size_t)c->n_layers * m->max_batch * m->max_ctx * kvd * g->kv_es;
     char what[128];
     snprintf(what, sizeof what, "the KV cache (%d sequences x %d positions)", m->max_batch, m->max_ctx);
@@ -2099,18 +2137,22 @@ static int tma_encode(tma_map *map, CUdeviceptr p, int rows, int row_bytes, int 
     return r ? fail(W8A8_ERR_GPU, "cuTensorMapEncodeTiled (%d x %d bytes): %s", rows, row_bytes, cu_str(r)) : W8A8_OK;
 }
 
-/* y = linear(act) with the epilogue: out_mode 0 bf16 store, 1 add into fp32, 2 fp32 store. Up to GEMV_MAX_M
- * rows (decode) stream the weights with the gemv kernels; more go through the wgmma kernel on Hopper (a
+/* y = linear(act) with the epilogue: out_mode 0 bf16 store, 1 add into fp32, 2 fp32 store (3, the gemv only:
+ * silu(gate) * up, fp32). Up to GEMV_MAX_M rows (decode) stream the weights with the gemv kernels, one block
+ * an SM, which can also make their input (`in`: null, or IN_ACT, for act); more go through the wgmma kernel on Hopper (a
  * persistent grid, one block an SM; up to 64 rows with the operands swapped; 256-column tiles where there are
  * enough of them to fill the GPU, else 128; FP8 always 128; blocks in pairs that share the weight tile where
  * there are two row tiles or more; K split over blocks where the tiles are too few) or the mma tiles elsewhere. */
-#define GEMV_MAX_M 4
-#define GEMV_WARPS 8
-static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const glinear *l, int M, int out_mode, CUdeviceptr out, int ldo) {
+static int gpu_gemm_in(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const glinear *l, int M, int out_mode, CUdeviceptr out, int ldo,
+                       const gemv_in *in) {
     int es = fn == F_GEMM_BF16 ? 2 : 1, Kb = l->Kp * es;
     CUdeviceptr w = l->w, ws = l->scale, bias = l->bias, asp = l->scale ? as : 0;
-    void *args[] = {&a, &w, &M, (void *)&l->N, &Kb, &asp, &ws, &bias, &out_mode, &out, &ldo};
-    if (M <= GEMV_MAX_M && !g->no_gemv) return launch(g, fn - F_GEMM_BF16 + F_GEMV_BF16, (l->N + GEMV_WARPS - 1) / GEMV_WARPS, 1, 1, 32 * GEMV_WARPS, args);
+    gemv_in plain = {IN_ACT, 0, 0, 0, 0, 0, 0, 0};
+    void *args[] = {&a, &w, &M, (void *)&l->N, &Kb, &asp, &ws, &bias, &out_mode, &out, &ldo, in ? (void *)in : &plain};
+    if (M <= GEMV_MAX_M && !g->no_gemv) {
+        int units = out_mode == OUT_SILU ? l->N / 2 : l->N, blocks = (units + GEMV_WARPS - 1) / GEMV_WARPS;
+        return launch_smem(g, fn - F_GEMM_BF16 + F_GEMV_BF16, blocks < g->sms ? blocks : g->sms, 1, 1, 32 * GEMV_WARPS, (unsigned)gemv_smem(in, M, Kb), args);
+    }
     if (g->wgmma && !(fn == F_GEMM_E4M3 && g->exact_fp8)) {
         /* up to 64 rows: swapped, the weights on the wgmma's 64-row side and the rows as its n = 64, so that a
          * tile is not mostly rows of zeros (the 128-row tile at M = 16 multiplies 7/8 zeros) */
@@ -2138,6 +2180,9 @@ static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const g
     }
     return launch(g, fn, (l->N + 63) / 64, (M + 63) / 64, 1, 128, args);
 }
+static int gpu_gemm(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const glinear *l, int M, int out_mode, CUdeviceptr out, int ldo) {
+    return gpu_gemm_in(g, fn, a, as, l, M, out_mode, out, ldo, NULL);
+}
 
 /* Calibration: folds the column maxima of n bf16 rows (cache rows of seq/pos when sq is given) into the stats. */
 static int calib_gpu(gpu_state *g, size_t off, CUdeviceptr src, int cols, int ld, CUdeviceptr sq, CUdeviceptr ps, int ctx, int n) {
@@ -2159,8 +2204,11 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
     const w8a8_config *c = &m->cfg;
     int D = c->dim, H = c->hidden_dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, ctx = m->max_ctx;
     int qd = nh * hd, kvd = nkv * hd, mode = g->act_mode, rc = 0;
-    /* a few rows (decode): more, lighter attention blocks, each chunk's values fetched with its keys */
-    int att_heads = n <= GEMV_MAX_M ? 1 : ATT_HEADS, v_smem = n <= GEMV_MAX_M ? g->att_v_smem : 0;
+    /* a few rows (decode): more, lighter attention blocks (ATT_DECODE_HEADS query heads a block), each chunk's
+     * values fetched with its keys; the stages between the linears done inside the gemv and attention
+     * launches (fuse), unless calibration needs each linear's input as quantized */
+    int att_heads = n <= GEMV_MAX_M ? ATT_DECODE_HEADS : ATT_HEADS, v_smem = n <= GEMV_MAX_M ? g->att_v_smem : 0;
+    int fuse = n <= GEMV_MAX_M && !g->no_gemv && g->fuse && !m->calib && tc == TC_NONE;
     float eps = c->norm_eps, no_scale = 0.0f;
     CUdeviceptr null = 0, tc_rows = tc ? g->tc_rows : 0;
     int parts = tc == TC_ALL ? 1 : splits;   /* partial results a row and head: one when attention_tc takes every row */
@@ -2175,13 +2223,26 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
         float s_qkv = L->qkv.in_scale, s_o = L->o.in_scale, s_13 = L->w13.in_scale, s_2 = L->w2.in_scale;
         void *a_n1[] = {&g->x, &null, &L->attn_norm, &eps, &D, &Kq, &mode, &s_qkv, &g->act, &g->act_s};
         void *a_rope[] = {&g->qkv, &g->pos, &g->seq, &g->rope_cos, &g->rope_sin, &nh, &nkv, &hd, &L->q_norm, &L->k_norm, &eps, &kc, &vc, &ctx, &ks, &vs};
-        void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &g->part_o, &g->part_ml, &att_heads, &v_smem, &tc_rows};
+        CUdeviceptr merge = fuse ? g->merge_count : 0;
+        void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &g->part_o, &g->part_ml, &att_heads, &v_smem, &tc_rows,
+                          &merge, &g->att};
         void *a_tc[] = {&g->qkv, &g->pos, &g->seq, &g->tc_rows, &n, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &parts, &g->part_o, &g->part_ml};
         void *a_comb[] = {&g->part_o, &g->part_ml, &parts, &nh, &hd, &g->att, &Ko, &mode, &s_o, &g->act, &g->act_s};
         void *a_n2[] = {&g->x, &null, &L->ffn_norm, &eps, &D, &K13, &mode, &s_13, &g->act, &g->act_s};
         void *a_silu[] = {&g->h13, &H, &K2, &mode, &s_2, &g->act, &g->act_s};
         /* calibration (bf16 scheme): each linear's input as quantized (bf16), the keys and values as cached */
 #define CALIB(what, src, cols, ld, sq, ps) (m->calib ? calib_gpu(g, w8a8_calib_offset(c, l, what), src, cols, ld, sq, ps, ctx, n) : 0)
+        if (fuse) {   /* decode: six launches a layer */
+            gemv_in n1 = {IN_NORM, D, mode, s_qkv, eps, g->x, 0, L->attn_norm}, o = {IN_ROW, qd, mode, s_o, 0, g->att, 0, 0};
+            gemv_in n2 = {IN_NORM, D, mode, s_13, eps, g->x, 0, L->ffn_norm}, h = {IN_ROW, H, mode, s_2, 0, g->h13, 0, 0};
+            rc = gpu_gemm_in(g, g->gemm_fn, 0, g->act_s, &L->qkv, n, 0, g->qkv, qd + 2 * kvd, &n1);
+            if (!rc) rc = launch(g, F_ROPE, n, rope_blocks_y(nh, nkv), 1, 32 * ROPE_WARPS, a_rope);
+            if (!rc) rc = launch_smem(g, F_ATTN, n, attention_blocks_y(nh, nkv, att_heads), splits, ATT_THREADS, v_smem, a_attn);
+            if (!rc) rc = gpu_gemm_in(g, g->gemm_fn, 0, g->act_s, &L->o, n, 1, g->x, D, &o);
+            if (!rc) rc = gpu_gemm_in(g, g->gemm_fn, 0, g->act_s, &L->w13, n, OUT_SILU, g->h13, H, &n2);   /* h13 holds silu(gate) * up, fp32 */
+            if (!rc) rc = gpu_gemm_in(g, g->gemm_fn, 0, g->act_s, &L->w2, n, 1, g->x, D, &h);
+            continue;
+        }
         rc = launch(g, F_RMSNORM, n, 1, 1, NORM_THREADS, a_n1);
         if (!rc) rc = CALIB(W8A8_CAL_QKV, g->act, D, Kq, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->qkv, n, 0, g->qkv, qd + 2 * kvd);
@@ -2205,6 +2266,10 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
     }
     if (rc || !n_out) return rc;
     int bf = 0, V = c->vocab_size;
+    if (fuse) {   /* the final norm made by the LM head's gemv (bf16) */
+        gemv_in fn = {IN_NORM, D, bf, 0, eps, g->x, g->rows, g->out_norm};
+        return gpu_gemm_in(g, F_GEMM_BF16, 0, 0, &g->head, n_out, 2, g->logits, V, &fn);
+    }
     void *a_fn[] = {&g->x, &g->rows, &g->out_norm, &eps, &D, &g->Dp, &bf, &no_scale, &g->xn, &null};
     if ((rc = launch(g, F_RMSNORM, n_out, 1, 1, NORM_THREADS, a_fn))) return rc;
     return gpu_gemm(g, F_GEMM_BF16, g->xn, 0, &g->head, n_out, 2, g->logits, V);

@@ -327,21 +327,38 @@ static void test_gpu_kernels(void) {
                     dout = dev_from(g, NULL, sizeof(float) * R * nh * hd);
         float no_scale = 0;
         int heads = ATT_HEADS, v_smem = 0;
-        CUdeviceptr no_rows = 0;
-        void *a1[] = {&dq, &dp, &ds, &dk, &dv, &ctx, &nh, &nkv, &hd, &no_scale, &no_scale, &dpo, &dml, &heads, &v_smem, &no_rows};
+        CUdeviceptr no_rows = 0, merge = 0, merged = 0;
+        void *a1[] = {&dq, &dp, &ds, &dk, &dv, &ctx, &nh, &nkv, &hd, &no_scale, &no_scale, &dpo, &dml, &heads, &v_smem, &no_rows, &merge, &merged};
         int qd = nh * hd, bf = 0;
         float st = 0;
         CUdeviceptr dact = dev_from(g, NULL, 2 * (size_t)R * qd), dsc = dev_from(g, NULL, sizeof(float) * R);
         void *a2[] = {&dpo, &dml, &splits, &nh, &hd, &dout, &qd, &bf, &st, &dact, &dsc};
-        /* as decode runs it first: one query head a block, the chunk's values through shared memory (where
-         * there is room); the same sums, so the same bits as ATT_HEADS a block reading the values directly */
+        /* as decode runs it first: ATT_DECODE_HEADS query heads a block, the chunk's values through shared memory
+         * (where there is room); the same sums, so the same bits as ATT_HEADS a block reading the values directly */
         float *got1 = malloc(sizeof(float) * R * nh * hd);
-        heads = 1;
+        heads = ATT_DECODE_HEADS;
         v_smem = ATT_CHUNK * hd * 2;
         if (!cu.FuncSetAttribute || cu.FuncSetAttribute(g->f[F_ATTN], CU_FUNC_MAX_DYNAMIC_SHARED, v_smem)) v_smem = 0;
         launch_smem(g, F_ATTN, R, attention_blocks_y(nh, nkv, heads), splits, ATT_THREADS, v_smem, a1);
         launch(g, F_COMBINE_QUANT, R, 1, 1, COMBINE_THREADS, a2);
         dev_to(g, got1, dout, sizeof(float) * R * nh * hd);
+        /* decode's fused form: the last block of a row's query heads merges the chunks itself (twice: the
+         * counters are back at zero after a launch) */
+        int blocks_y = attention_blocks_y(nh, nkv, heads), same_m = 0;
+        merge = dev_from(g, NULL, sizeof(int) * R * blocks_y);
+        merged = dev_from(g, NULL, sizeof(float) * R * nh * hd);
+        cu.MemsetD8(merge, 0, sizeof(int) * R * blocks_y);
+        float *gotm = malloc(sizeof(float) * R * nh * hd);
+        for (int rep = 0; rep < 2; rep++) {
+            cu.MemsetD8(merged, 0xff, sizeof(float) * R * nh * hd);
+            launch_smem(g, F_ATTN, R, blocks_y, splits, ATT_THREADS, v_smem, a1);
+            dev_to(g, gotm, merged, sizeof(float) * R * nh * hd);
+            for (int i = 0; i < R * nh * hd; i++) same_m += memcmp(&gotm[i], &got1[i], sizeof(float)) == 0;
+        }
+        result(same_m == 2 * R * nh * hd, path("GPU attention (head dim %d): chunks merged by the last block (decode) == attention_combine_quant, bit for bit", hd),
+               "%d of %d outputs identical over two launches", same_m, 2 * R * nh * hd);
+        free(gotm);
+        merge = merged = 0;
         heads = ATT_HEADS;
         int v_smem1 = v_smem;
         v_smem = 0;
@@ -350,7 +367,7 @@ static void test_gpu_kernels(void) {
         dev_to(g, got, dout, sizeof(float) * R * nh * hd);
         int same1 = 0;
         for (int i = 0; i < R * nh * hd; i++) same1 += memcmp(&got[i], &got1[i], sizeof(float)) == 0;
-        result(same1 == R * nh * hd, path("GPU attention (head dim %d): one query head a block == %d a block, bit for bit", hd, ATT_HEADS),
+        result(same1 == R * nh * hd, path("GPU attention (head dim %d): %d query heads a block == %d a block, bit for bit", hd, ATT_DECODE_HEADS, ATT_HEADS),
                "%d of %d outputs identical (values through %d bytes of shared memory)", same1, R * nh * hd, v_smem1);
         free(got1);
         float *kf = malloc(sizeof(float) * (size_t)B * ctx * kvd), *vf = malloc(sizeof(float) * (size_t)B * ctx * kvd);
@@ -413,7 +430,8 @@ static void test_gpu_kernels(void) {
         for (int pass = 0; pass < 3; pass++) {   /* all 150 rows; then sequence 1's 100 rows alone; then sequence 0's 40 */
             int off = pass == 2 ? 100 : 0, n = pass == 0 ? R : pass == 1 ? 100 : 40;
             CUdeviceptr q = dq + 2 * (size_t)off * qkvd, p = dp + sizeof(int) * off, sq = ds + sizeof(int) * off, fl = df + sizeof(int) * off;
-            void *a1[] = {&q, &p, &sq, &dk, &dv, &ctx, &nh, &nkv, &hd, &ks, &vs, &dpo, &dml, &heads, &v_smem, &fl};
+            CUdeviceptr merge = 0, merged = 0;
+            void *a1[] = {&q, &p, &sq, &dk, &dv, &ctx, &nh, &nkv, &hd, &ks, &vs, &dpo, &dml, &heads, &v_smem, &fl, &merge, &merged};
             void *a2[] = {&q, &p, &sq, &fl, &n, &dk, &dv, &ctx, &nh, &nkv, &hd, &ks, &vs, &splits, &dpo, &dml};
             void *a3[] = {&dpo, &dml, &splits, &nh, &hd, &dout, &qd, &bf, &no_scale, &dact, &dsc};
             launch(g, F_ATTN, n, attention_blocks_y(nh, nkv, heads), splits, ATT_THREADS, a1);
@@ -706,6 +724,43 @@ static void test_gpu_batch(void) {
                "max |diff| %.2e %s", fd, fok ? "" : w8a8_error());
         w8a8_close(mf);
         w8a8_close(mb); w8a8_close(m1);
+    }
+    /* decode's fused stages (norms, SiLU and attention's merge inside the gemv and attention launches) give the
+     * bits of the separate kernels: a 3-token prompt in one pass (logits of its last row only), tokens one at a
+     * time (the graph of one row), then steps of 3 rows, against the same with W8A8_NO_FUSE=1 */
+    const char *fschemes[] = {"bf16", "fp8", "int8", "fp8-static", "int8-sq", "bf16-kvfp8"};
+    for (int s = 0; s < 6; s++) {
+        const char *p = model("tinystories-656k", fschemes[s]);
+        setenv("W8A8_NO_FUSE", "1", 1);
+        w8a8_model *mu = open_gpu(p, 3);
+        unsetenv("W8A8_NO_FUSE");
+        w8a8_model *mfu = open_gpu(p, 3);
+        if (!mu || !mfu) { skip(path("GPU fused decode %s", fschemes[s]), gpu_skip_why); w8a8_close(mu); w8a8_close(mfu); continue; }
+        int su[3], sf[3], ok = mfu->gpu->fuse && !mu->gpu->fuse;
+        double d = 0;
+        w8a8_model *ms[2] = {mu, mfu};
+        for (int k = 0; k < 2; k++) {
+            int *sq = k ? sf : su;
+            for (int i = 0; i < 3; i++) {
+                int pr[3] = {w8a8_config_of(ms[k])->bos_id, 40 + i, 300 + i};
+                ok &= !w8a8_seq_start(ms[k], &sq[i]) && !w8a8_feed(ms[k], sq[i], pr, 3 - (i == 2));
+                for (int j = 0; j < 3 + 2 * i; j++) { int t = 7 + (j * 53 + i * 29) % 1900; ok &= !w8a8_feed(ms[k], sq[i], &t, 1); }
+            }
+            for (int step = 0; step < 4; step++) {
+                int toks[3];
+                for (int i = 0; i < 3; i++) toks[i] = 11 + (step * 71 + i * 13) % 1900;
+                ok &= !w8a8_step(ms[k], 3, sq, toks);
+            }
+        }
+        for (int i = 0; ok && i < 3; i++) {
+            const float *a, *b;
+            w8a8_logits(mu, su[i], &a);
+            w8a8_logits(mfu, sf[i], &b);
+            for (int v = 0; v < (int)w8a8_config_of(mu)->vocab_size; v++) d = fmax(d, fabs(a[v] - b[v]));
+        }
+        result(ok && d == 0, path("GPU fused decode stages (%s) == the separate kernels (W8A8_NO_FUSE=1), bit for bit", fschemes[s]),
+               "max |diff| %.2e%s", d, ok ? "" : " (or a step failed, or fusion was not on)");
+        w8a8_close(mu); w8a8_close(mfu);
     }
 }
 
