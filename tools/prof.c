@@ -2,6 +2,7 @@
  *
  *   make prof && W8A8_PROFILE=1 ./prof MODEL B P S      (without W8A8_PROFILE: wall times only, graphs on)
  *   W8A8_SKIP=KERNEL ./prof MODEL B P S                 (leave one kernel out: what it costs in the real run)
+ *   W8A8_SKIP=KERNEL#I/N ./prof MODEL B P S             (only its launches I, I + N, ...: one of a layer's N)
  *
  * The engine's W8A8_PROFILE=1 times every launch with events (graphs off); this prints and clears its totals
  * after the warm-up, the prefill and the decode steps, so the phases do not mix (all on stderr). Events add
@@ -12,8 +13,14 @@ static int prof_skip(int f);
 #define W8A8_LAUNCH_HOOK(f) prof_skip(f)
 #include "../w8a8.c"
 static int prof_skip(int f) {
-    const char *s = getenv("W8A8_SKIP");
-    return s && !strcmp(s, kernel_names[f]);
+    static long count;
+    const char *s = getenv("W8A8_SKIP"), *h = s ? strchr(s, '#') : NULL;
+    size_t len = h ? (size_t)(h - s) : (s ? strlen(s) : 0);
+    if (!s || strlen(kernel_names[f]) != len || strncmp(s, kernel_names[f], len)) return 0;
+    if (!h) return 1;
+    int i = 0, n = 1;   /* "#I/N": e.g. gemv_e4m3#1/4 is the attention output's projection, the second of four */
+    if (sscanf(h + 1, "%d/%d", &i, &n) != 2 || n < 1) { fprintf(stderr, "W8A8_SKIP: want KERNEL or KERNEL#I/N\n"); exit(2); }
+    return count++ % n == i;
 }
 static void report(w8a8_model *m, const char *phase, double wall) {
     gpu_sync(m->gpu);
