@@ -5,6 +5,7 @@
 #include "../w8a8.c"   /* the whole engine, so the GPU tests can reach each kernel and its CPU twin */
 #include "../tools/json.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1287,6 +1288,36 @@ static void test_faults(void) {
     free(e);
 }
 
+/* Constants that w8a8.c and kernels.cu.inc both define must agree: the host sizes grids and shared memory by
+ * them, and the CPU reference follows the kernels' summation order (ATT_CHUNK, ATT_THREADS, NORM_THREADS).
+ * A GPU test would catch one changed alone; this catches it without a GPU. Each is found in the embedded
+ * kernel source as "NAME = value". */
+static void test_kernel_constants(void) {
+    struct { const char *name; long host; } c[] = {
+        {"NORM_THREADS", NORM_THREADS}, {"ATT_CHUNK", ATT_CHUNK}, {"ATT_THREADS", ATT_THREADS}, {"ATT_HEADS", ATT_HEADS},
+        {"ROPE_WARPS", ROPE_WARPS}, {"TC_ROWS", TC_ROWS}, {"TC_THREADS", TC_THREADS}, {"TC_MIN_RUN", TC_MIN_RUN},
+        {"GEMV_MAX_M", GEMV_MAX_M}, {"GEMV_WARPS", GEMV_WARPS}, {"OUT_SILU", OUT_SILU}, {"IN_ACT", IN_ACT}, {"IN_NORM", IN_NORM},
+        {"IN_ROW", IN_ROW}, {"H_SMEM", HOPPER_SMEM - 2048}, {"BUILD_E4M3", BUILD_E4M3}, {"BUILD_S8", BUILD_S8},
+        {"BUILD_KV_BF16", BUILD_KV_BF16}, {"BUILD_KV_E4M3", BUILD_KV_E4M3}, {"BUILD_TC_64", BUILD_TC_64},
+        {"BUILD_TC_128", BUILD_TC_128}, {"BUILD_ATT_ODD", BUILD_ATT_ODD}, {"BUILD_BF16", BUILD_BF16},
+    };
+    int n = sizeof c / sizeof *c, ok = 1;
+    char bad[512] = "";
+    for (int i = 0; i < n; i++) {
+        char pat[64];
+        snprintf(pat, sizeof pat, "%s = ", c[i].name);
+        const char *at = kernel_source;
+        while ((at = strstr(at, pat)) && at > kernel_source && (isalnum((unsigned char)at[-1]) || at[-1] == '_')) at++;   /* a whole name */
+        long k = at ? strtol(at + strlen(pat), NULL, 0) : -1;
+        if (!at || k != c[i].host) {
+            ok = 0;
+            snprintf(bad + strlen(bad), sizeof bad - strlen(bad), " %s: host %ld, kernels %s%ld;", c[i].name, c[i].host, at ? "" : "missing ", k);
+        }
+    }
+    if (ok) result(1, "w8a8.c and kernels.cu.inc agree on their shared constants", "%d constants", n);
+    else result(0, "w8a8.c and kernels.cu.inc agree on their shared constants", "%s", bad);
+}
+
 static void test_nvrtc(void) {
     const char *targets[] = {"sm_80", "sm_86", "sm_89", "sm_90a"};
     for (int i = 0; i < 4; i++) {
@@ -1448,7 +1479,7 @@ int main(int argc, char **argv) {
         {"fp8", test_fp8}, {"golden", test_golden}, {"hf", test_hf_equals_l2c}, {"hfref", test_hf_reference},
         {"656k", test_656k_coherent}, {"tokenizers", test_tokenizers}, {"quant", test_quantized_forward},
         {"ppl", test_perplexity}, {"bad", test_bad_files}, {"batch", test_batch}, {"sampling", test_sampling},
-        {"misuse", test_api_misuse}, {"cli", test_cli}, {"example", test_example}, {"nvrtc", test_nvrtc}, {"faults", test_faults}, {"nvrtc-missing", test_nvrtc_missing},
+        {"misuse", test_api_misuse}, {"cli", test_cli}, {"example", test_example}, {"constants", test_kernel_constants}, {"nvrtc", test_nvrtc}, {"faults", test_faults}, {"nvrtc-missing", test_nvrtc_missing},
         {"calib", test_calibration}, {"fp8ckpt", test_fp8_checkpoint}, {"gguf", test_gguf}, {"gpu", test_gpu_kernels}, {"gpu-e2e", test_gpu_e2e}, {"gpu-batch", test_gpu_batch}, {"gpu-cache", test_gpu_cache}, {"gpu-faults", test_gpu_faults}, {"gpu-calib", test_gpu_calib},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
