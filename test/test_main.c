@@ -1026,7 +1026,7 @@ static void test_batch(void) {
     for (int s = 0; s < 3; s++) {
         const char *p = model("stories260K", schemes[s]);
         w8a8_model *mb = open_cpu(p, 4), *m1 = open_cpu(p, 1);
-        if (!mb || !m1) { result(0, "batched steps", "open failed"); w8a8_close(mb); w8a8_close(m1); continue; }
+        if (!mb || !m1) { result(0, path("batch (%s)", schemes[s]), "open failed: %s", w8a8_error()); w8a8_close(mb); w8a8_close(m1); continue; }
         const char *prompts[] = {"Once upon a time", "The cat sat on the mat and looked at the", "Tim", "A big red ball rolled down the hill to the"};
         int seqs[4], ok = 1, ids[4][64], n[4];
         for (int i = 0; i < 4; i++) {
