@@ -1679,7 +1679,8 @@ static int env_on(const char *name) {
 
 /* --- the GPU state --- */
 #define MAX_GRAPHS 32
-#define HOPPER_SMEM (196608 + 2048) /* its pipeline stages (H_SMEM in kernels.cu.inc), 1024-byte alignment, barriers */
+#define H_SMEM 196608                 /* the wgmma kernel's pipeline stages (kernels.cu.inc's H_SMEM) */
+#define HOPPER_SMEM (H_SMEM + 2048)   /* with 1024-byte alignment and the barriers */
 typedef struct { int n; CUgraphExec exec; } gpu_graph;
 typedef struct { CUdeviceptr w, scale, bias; float in_scale; int N, K, Kp; } glinear;
 typedef struct { CUdeviceptr attn_norm, ffn_norm, q_norm, k_norm; glinear qkv, o, w13, w2; } glayer;
