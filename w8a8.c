@@ -1679,8 +1679,9 @@ static int env_on(const char *name) {
 
 /* --- the GPU state --- */
 #define MAX_GRAPHS 32
-#define H_SMEM 196608                 /* the wgmma kernel's pipeline stages (kernels.cu.inc's H_SMEM) */
-#define HOPPER_SMEM (H_SMEM + 2048)   /* with 1024-byte alignment and the barriers */
+#define H_SMEM 196608                         /* the wgmma kernel's pipeline stages (kernels.cu.inc's H_SMEM) */
+#define H_EPI 32768                           /* its epilogue's output boxes (H_EPI) */
+#define HOPPER_SMEM (H_SMEM + H_EPI + 2048)   /* with 1024-byte alignment and the barriers */
 typedef struct { int n; CUgraphExec exec; } gpu_graph;
 typedef struct { CUdeviceptr w, scale, bias; float in_scale; int N, K, Kp; } glinear;
 typedef struct { CUdeviceptr attn_norm, ffn_norm, q_norm, k_norm; glinear qkv, o, w13, w2; } glayer;
@@ -1697,6 +1698,7 @@ static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "silu_mul_
 /* decode's gemv (kernels.cu.inc) */
 #define GEMV_MAX_M 4
 #define GEMV_WARPS 16
+#define OUT_BF16 0   /* the GEMM's out_mode: bf16 store (1 adds into fp32, 2 stores fp32) */
 #define OUT_SILU 3
 enum { IN_ACT, IN_NORM, IN_ROW };
 typedef struct {   /* the gemv's input rows, made by the gemv itself (kernels.cu.inc: gemv_in) */
@@ -2137,6 +2139,17 @@ static int tma_encode(tma_map *map, CUdeviceptr p, int rows, int row_bytes, int 
     CUresult r = cu.TensorMapEncodeTiled(map, U8, 2, (void *)p, dims, strides, box, step, INTERLEAVE_NONE, SWIZZLE_128B, L2_256B, OOB_ZERO);
     return r ? fail(W8A8_ERR_GPU, "cuTensorMapEncodeTiled (%d x %d bytes): %s", rows, row_bytes, cu_str(r)) : W8A8_OK;
 }
+/* The wgmma epilogue's output: M rows of N bf16 (es 2) or fp32 (es 4) values, ldo apart, written in boxes of 64 rows x
+ * 128 bytes. Only where the copy engine can address it: out 16-byte aligned, rows a multiple of 16 bytes apart. */
+static int tma_out_ok(CUdeviceptr out, int N, int ldo, int es) { return !((N | ldo) & 1) && !(out & 15) && !((size_t)ldo * es & 15); }
+static int tma_encode_out(tma_map *map, CUdeviceptr out, int M, int N, int ldo, int es) {
+    enum { FLOAT32 = 7, BFLOAT16 = 9, INTERLEAVE_NONE = 0, SWIZZLE_128B = 3, L2_NONE = 0, OOB_ZERO = 0 };
+    unsigned long long dims[2] = {(unsigned long long)N, (unsigned long long)M}, strides[1] = {(unsigned long long)ldo * es};
+    unsigned box[2] = {128u / es, 64}, step[2] = {1, 1};
+    CUresult r = cu.TensorMapEncodeTiled(map, es == 2 ? BFLOAT16 : FLOAT32, 2, (void *)out, dims, strides, box, step, INTERLEAVE_NONE,
+                                         SWIZZLE_128B, L2_NONE, OOB_ZERO);
+    return r ? fail(W8A8_ERR_GPU, "cuTensorMapEncodeTiled (output, %d x %d): %s", M, N, cu_str(r)) : W8A8_OK;
+}
 
 /* y = linear(act) with the epilogue: out_mode 0 bf16 store, 1 add into fp32, 2 fp32 store (3, the gemv only:
  * silu(gate) * up, fp32). Up to GEMV_MAX_M rows (decode) stream the weights with the gemv kernels, one block
@@ -2173,10 +2186,12 @@ static int gpu_gemm_in(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, cons
         if (splits > steps) splits = steps;   /* every split has a step */
         if (splits < 1) splits = 1;
         int items = units * splits, blocks = pair ? 2 * (items < g->gemm_pairs ? items : g->gemm_pairs) : items < g->sms ? items : g->sms;
-        tma_map ma, mw;   /* a pair's blocks each bring half of the weight tile */
+        tma_map ma, mw, mo = {{0}};   /* a pair's blocks each bring half of the weight tile; mo, the output */
         if ((rc = tma_encode(&ma, a, M, Kb, rows)) || (rc = tma_encode(&mw, w, l->N, Kb, bn >> pair))) return rc;
+        int oes = out_mode == OUT_BF16 ? 2 : 4, out_tma = !swap && tma_out_ok(out, l->N, ldo, oes);
+        if (out_tma && (rc = tma_encode_out(&mo, out, M, l->N, ldo, oes))) return rc;
         CUdeviceptr part = g->split_part, count = g->split_count;
-        void *hargs[] = {&ma, &mw, &M, (void *)&l->N, &Kb, &splits, &part, &count, &asp, &ws, &bias, &out_mode, &out, &ldo};
+        void *hargs[] = {&ma, &mw, &mo, &M, (void *)&l->N, &Kb, &splits, &part, &count, &asp, &ws, &bias, &out_mode, &out, &ldo, &out_tma};
         return launch_ex(g, kernel, blocks, 1, 1, 384, HOPPER_SMEM, 1 + pair, hargs);
     }
     return launch(g, fn, (l->N + 63) / 64, (M + 63) / 64, 1, 128, args);
