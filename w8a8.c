@@ -1700,6 +1700,7 @@ static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "silu_mul_
 #define GEMV_WARPS 16
 #define OUT_BF16 0   /* the GEMM's out_mode: bf16 store (1 adds into fp32, 2 stores fp32) */
 #define OUT_SILU 3
+#define SILU_THREADS 256   /* silu_mul_quant's block (kernels.cu.inc) */
 enum { IN_ACT, IN_NORM, IN_ROW };
 typedef struct {   /* the gemv's input rows, made by the gemv itself (kernels.cu.inc: gemv_in) */
     int kind, K, mode;
@@ -2275,7 +2276,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
         if (!rc) rc = launch(g, F_RMSNORM, n, 1, 1, NORM_THREADS, a_n2);
         if (!rc) rc = CALIB(W8A8_CAL_W13, g->act, D, K13, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->w13, n, 0, g->h13, 2 * H);
-        if (!rc) rc = launch(g, F_SILU, n, 1, 1, 1024, a_silu);
+        if (!rc) rc = launch(g, F_SILU, n, 1, 1, SILU_THREADS, a_silu);
         if (!rc) rc = CALIB(W8A8_CAL_W2, g->act, H, K2, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->w2, n, 1, g->x, D);
 #undef CALIB

@@ -485,7 +485,7 @@ static void test_gpu_kernels(void) {
     }
 
     /* the quantization of attention_combine_quant (one chunk a head: its output is part_o itself) and of
-     * silu_mul_quant, rows within the registers (300) and longer (17000) */
+     * silu_mul_quant, rows of 300 (one value a load) and 17000 (8 a load) */
     for (int mode = 0; mode < 3; mode++) for (int wide = 0; wide < 2; wide++) {
         if (mode == 1 && !fp8) continue;
         int R = 11, K = wide ? 17000 : 300, Kp = wide ? 17024 : 320, es = mode ? 1 : 2, diff = 0, far = 0, hd = 100, nh = K / hd, one = 1;
@@ -508,7 +508,7 @@ static void test_gpu_kernels(void) {
             float st = 0;
             void *args[] = {&din, &K, &Kp, &mode, &st, &dout, &ds};
             void *cargs[] = {&din, &dml, &one, &nh, &hd, &datt, &Kp, &mode, &st, &dout, &ds};
-            launch(g, which ? F_SILU : F_COMBINE_QUANT, R, 1, 1, which ? 1024 : COMBINE_THREADS, which ? args : cargs);
+            launch(g, which ? F_SILU : F_COMBINE_QUANT, R, 1, 1, which ? SILU_THREADS : COMBINE_THREADS, which ? args : cargs);
             dev_to(g, got, dout, (size_t)R * Kp * es);
             quantize_rows(mode == 0 ? W8A8_BF16 : mode == 1 ? W8A8_FP8 : W8A8_INT8, 0, src, R, K, q, s);
             for (int r = 0; r < R; r++) for (int j = 0; j < Kp; j++) {
