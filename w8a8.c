@@ -2130,27 +2130,22 @@ static void prof_collect(gpu_state *g) {
     g->n_pev = 0;
 }
 
-/* The Hopper GEMM's tensor maps: a [rows][row_bytes] matrix read in boxes of 128 bytes x box_rows, swizzled
- * for wgmma; rows past `rows` and bytes past `row_bytes` read as zeros. */
 typedef struct { _Alignas(64) unsigned long long v[16]; } tma_map;
-static int tma_encode(tma_map *map, CUdeviceptr p, int rows, int row_bytes, int box_rows) {
-    enum { U8 = 0, INTERLEAVE_NONE = 0, SWIZZLE_128B = 3, L2_256B = 3, OOB_ZERO = 0 };
-    unsigned long long dims[2] = {(unsigned long long)row_bytes, (unsigned long long)rows}, strides[1] = {(unsigned long long)row_bytes};
-    unsigned box[2] = {128, (unsigned)box_rows}, step[2] = {1, 1};
-    CUresult r = cu.TensorMapEncodeTiled(map, U8, 2, (void *)p, dims, strides, box, step, INTERLEAVE_NONE, SWIZZLE_128B, L2_256B, OOB_ZERO);
-    return r ? fail(W8A8_ERR_GPU, "cuTensorMapEncodeTiled (%d x %d bytes): %s", rows, row_bytes, cu_str(r)) : W8A8_OK;
+/* The Hopper GEMM's tensor maps (CUtensorMap), 2-d: rows of `cols` elements of `es` bytes (type, a
+ * CUtensorMapDataType), `pitch` bytes apart, moved in boxes of box_rows rows x 128 bytes in the 128-byte swizzle
+ * (what wgmma reads and the epilogue writes); l2: the L2 promotion of the loads (operands 256 bytes, the output
+ * none). Rows and columns past the edges read as zeros and are not written. */
+enum { TMA_U8 = 0, TMA_F32 = 7, TMA_BF16 = 9, TMA_L2_NONE = 0, TMA_L2_256B = 3 };
+static int tma_encode(tma_map *map, CUdeviceptr p, int type, int es, int cols, int rows, size_t pitch, int box_rows, int l2) {
+    enum { INTERLEAVE_NONE = 0, SWIZZLE_128B = 3, OOB_ZERO = 0 };
+    unsigned long long dims[2] = {(unsigned long long)cols, (unsigned long long)rows}, strides[1] = {(unsigned long long)pitch};
+    unsigned box[2] = {128u / (unsigned)es, (unsigned)box_rows}, step[2] = {1, 1};
+    CUresult r = cu.TensorMapEncodeTiled(map, type, 2, (void *)p, dims, strides, box, step, INTERLEAVE_NONE, SWIZZLE_128B, l2, OOB_ZERO);
+    return r ? fail(W8A8_ERR_GPU, "cuTensorMapEncodeTiled (%d x %d, %d-byte values): %s", rows, cols, es, cu_str(r)) : W8A8_OK;
 }
-/* The wgmma epilogue's output: M rows of N bf16 (es 2) or fp32 (es 4) values, ldo apart, written in boxes of 64 rows x
- * 128 bytes. Only where the copy engine can address it: out 16-byte aligned, rows a multiple of 16 bytes apart. */
+/* The wgmma epilogue's output (M rows of N bf16 or fp32 values, ldo apart) goes out by the copy engine only where
+ * it can address it: out 16-byte aligned, rows a multiple of 16 bytes apart. */
 static int tma_out_ok(CUdeviceptr out, int N, int ldo, int es) { return !((N | ldo) & 1) && !(out & 15) && !((size_t)ldo * es & 15); }
-static int tma_encode_out(tma_map *map, CUdeviceptr out, int M, int N, int ldo, int es) {
-    enum { FLOAT32 = 7, BFLOAT16 = 9, INTERLEAVE_NONE = 0, SWIZZLE_128B = 3, L2_NONE = 0, OOB_ZERO = 0 };
-    unsigned long long dims[2] = {(unsigned long long)N, (unsigned long long)M}, strides[1] = {(unsigned long long)ldo * es};
-    unsigned box[2] = {128u / es, 64}, step[2] = {1, 1};
-    CUresult r = cu.TensorMapEncodeTiled(map, es == 2 ? BFLOAT16 : FLOAT32, 2, (void *)out, dims, strides, box, step, INTERLEAVE_NONE,
-                                         SWIZZLE_128B, L2_NONE, OOB_ZERO);
-    return r ? fail(W8A8_ERR_GPU, "cuTensorMapEncodeTiled (output, %d x %d): %s", M, N, cu_str(r)) : W8A8_OK;
-}
 
 /* y = linear(act) with the epilogue: out_mode 0 bf16 store, 1 add into fp32, 2 fp32 store (3, the gemv only:
  * silu(gate) * up, fp32). Up to GEMV_MAX_M rows (decode) stream the weights with the gemv kernels, one block
@@ -2188,9 +2183,11 @@ static int gpu_gemm_in(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, cons
         if (splits < 1) splits = 1;
         int items = units * splits, blocks = pair ? 2 * (items < g->gemm_pairs ? items : g->gemm_pairs) : items < g->sms ? items : g->sms;
         tma_map ma, mw, mo = {{0}};   /* a pair's blocks each bring half of the weight tile; mo, the output */
-        if ((rc = tma_encode(&ma, a, M, Kb, rows)) || (rc = tma_encode(&mw, w, l->N, Kb, bn >> pair))) return rc;
+        if ((rc = tma_encode(&ma, a, TMA_U8, 1, Kb, M, Kb, rows, TMA_L2_256B)) ||
+            (rc = tma_encode(&mw, w, TMA_U8, 1, Kb, l->N, Kb, bn >> pair, TMA_L2_256B)))
+            return rc;
         int oes = out_mode == OUT_BF16 ? 2 : 4, out_tma = !swap && tma_out_ok(out, l->N, ldo, oes);
-        if (out_tma && (rc = tma_encode_out(&mo, out, M, l->N, ldo, oes))) return rc;
+        if (out_tma && (rc = tma_encode(&mo, out, oes == 2 ? TMA_BF16 : TMA_F32, oes, l->N, M, (size_t)ldo * oes, 64, TMA_L2_NONE))) return rc;
         CUdeviceptr part = g->split_part, count = g->split_count;
         void *hargs[] = {&ma, &mw, &mo, &M, (void *)&l->N, &Kb, &splits, &part, &count, &asp, &ws, &bias, &out_mode, &out, &ldo, &out_tma};
         return launch_ex(g, kernel, blocks, 1, 1, 384, HOPPER_SMEM, 1 + pair, hargs);
