@@ -19,10 +19,6 @@ convert: tools/convert.c tools/json.h w8a8.o w8a8.h
 bench: tools/bench.c w8a8.c w8a8.h kernels.cu.inc tools/json.h convert
 	$(CC) $(CFLAGS) tools/bench.c -o $@ $(LDLIBS)
 
-# quick GEMM A/Bs on the GPU machine: ./gemm_ab MODEL fp8|int8|bf16 M [ms] [shape 0-3] [out_mode]
-gemm_ab: tools/gemm_ab.c w8a8.c w8a8.h kernels.cu.inc
-	$(CC) $(CFLAGS) tools/gemm_ab.c -o $@ $(LDLIBS)
-
 # GPU time by kernel for each phase of a run (prefill, decode): W8A8_PROFILE=1 ./prof MODEL BATCH PROMPT STEPS
 prof: tools/prof.c w8a8.c w8a8.h kernels.cu.inc
 	$(CC) $(CFLAGS) tools/prof.c -o $@ $(LDLIBS)
@@ -52,8 +48,8 @@ $(SMOLLM2):
 
 # warning-free under both compilers
 warnings:
-	$(CC) -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c tools/bench.c tools/prof.c tools/gemm_ab.c
-	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c tools/bench.c tools/prof.c tools/gemm_ab.c
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c tools/bench.c tools/prof.c
+	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only w8a8.c tools/run.c tools/convert.c test/test_main.c tools/bench.c tools/prof.c
 	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only fuzz/fuzz_model.c fuzz/fuzz_tokenizer.c fuzz/fuzz_json.c
 	clang -std=gnu11 -Wall -Wextra -Werror -fsyntax-only -DW8A8_FUZZ fuzz/fuzz_convert.c
 
@@ -79,7 +75,7 @@ valgrind: all
 	  ./run test/out/tinystories-656k.int8.w8a8 -n 30 -t 0 -p 0.5 "Tom and" > /dev/null   # the GPU-or-fallback path
 
 clean:
-	rm -f run convert bench gemm_ab w8a8.o test/test_main test/test_main_asan
+	rm -f run convert bench w8a8.o test/test_main test/test_main_asan
 	rm -rf test/out
 
 .PHONY: all test clean deps warnings models quality fuzz test-asan valgrind

@@ -1,6 +1,8 @@
 /* bench — how fast w8a8 runs on this GPU, against PyTorch's kernels (cuBLASLt) measured in the same run.
  *
  *   make bench && ./bench [--dir DIR] [--json FILE] [--svg FILE] [--schemes bf16,fp8,int8] [--no-torch]
+ *   ./bench --gemm-only --no-torch --config test/synth/llama-3.1-8b-4layers.json --gemm-m 4096 --gemm-types fp8
+ *       (one M, one type: a quick A/B of a kernel variant, run again with W8A8_KERNELS_FILE=variant.inc)
  *
  * 1. Writes synthetic models with Llama-3.1-8B shapes (random weights; `convert --synthetic`) into DIR
  *    (default bench-models/), once.
@@ -83,6 +85,8 @@ static const int MS[] = {1, 16, 64, 256, 1024, 2048, 4096, 8192};
 #define N_MS (int)(sizeof MS / sizeof *MS)
 static const char *TYPES[3] = {"bf16", "fp8", "int8"};
 static int g_compare_mma;
+static int g_gemm_m, g_gemm_types = 7;   /* --gemm-m M, --gemm-types T,...: only that M, those types (A/Bs of kernel variants) */
+static int gemm_cell(int type, int mi) { return (g_gemm_types >> type & 1) && (!g_gemm_m || MS[mi] == g_gemm_m); }
 static double ours[3][4][N_MS], theirs[3][4][N_MS], mma_sync[3][4][N_MS];   /* mma_sync: the sm_80 tiles, on Hopper too */
 
 static void fill(unsigned char *p, size_t n, int type) {   /* finite values of each type */
@@ -108,6 +112,7 @@ static void bench_gemm(gpu_state *g) {
     cu.MemcpyHtoD(sw, ones, 4 * 28672);
     timer t = {0};
     for (int type = 0; type < 3; type++) {
+        if (!(g_gemm_types >> type & 1)) continue;
         int fn = type == 0 ? F_GEMM_BF16 : type == 1 ? F_GEMM_E4M3 : F_GEMM_S8;
         fill(h, maxA, type);
         cu.MemcpyHtoD(A, h, maxA);
@@ -115,6 +120,7 @@ static void bench_gemm(gpu_state *g) {
         cu.MemcpyHtoD(W, h, maxW);
         for (int s = 0; s < 4; s++)
             for (int mi = 0; mi < N_MS; mi++) {
+                if (!gemm_cell(type, mi)) continue;
                 int N = SHAPES[s][0], K = SHAPES[s][1], M = MS[mi];
                 glinear l = {.w = W, .scale = type ? sw : 0, .N = N, .K = K, .Kp = K};
                 int hopper = g->wgmma;
@@ -142,7 +148,8 @@ static void bench_gemm(gpu_state *g) {
 static void torch_reference(double *copy_gbs) {
     char spec[512], cmd[1400], path[600];
     int k = snprintf(spec, sizeof spec, "{\"shapes\": [[6144,4096],[4096,4096],[28672,4096],[4096,14336]], \"ms\": [");
-    for (int i = 0; i < N_MS; i++) k += snprintf(spec + k, sizeof spec - k, "%s%d", i ? "," : "", MS[i]);
+    for (int i = 0, first = 1; i < N_MS; i++)
+        if (!g_gemm_m || MS[i] == g_gemm_m) { k += snprintf(spec + k, sizeof spec - k, "%s%d", first ? "" : ",", MS[i]); first = 0; }
     snprintf(spec + k, sizeof spec - k, "]}");
     snprintf(path, sizeof path, "%s/torch.json", g_dir);
     snprintf(cmd, sizeof cmd, "python3 tools/bench_torch.py '%s' > %s", spec, path);
@@ -294,11 +301,22 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--no-gemm")) gemm = 0;
         else if (!strcmp(argv[i], "--gemm-only")) gemm_only = 1;
         else if (!strcmp(argv[i], "--compare-mma")) g_compare_mma = 1;
+        else if (!strcmp(argv[i], "--gemm-m") && i + 1 < argc) g_gemm_m = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--gemm-types") && i + 1 < argc) {
+            const char *t = argv[++i];
+            g_gemm_types = (strstr(t, "bf16") ? 1 : 0) | (strstr(t, "fp8") ? 2 : 0) | (strstr(t, "int8") ? 4 : 0);
+            if (!g_gemm_types) die("--gemm-types: bf16, fp8 and/or int8");
+        }
         else if (!strcmp(argv[i], "--config") && i + 1 < argc) g_config = argv[++i];
         else if (!strcmp(argv[i], "--ttft-only")) { g_ttft_only = 1; gemm = 0; }
         else { fprintf(stderr, "usage: bench [--dir DIR] [--json FILE] [--svg FILE] [--schemes bf16,fp8,int8] [--no-torch] [--no-gemm]\n"
                         "             [--config SYNTHETIC_CONFIG.json] [--ttft-only] [--gemm-only]\n"
-                        "             [--compare-mma]\n"); return 2; }
+                        "             [--compare-mma] [--gemm-m M] [--gemm-types bf16,fp8,int8]\n"); return 2; }
+    }
+    if (g_gemm_m) {
+        int ok = 0;
+        for (int i = 0; i < N_MS; i++) ok |= MS[i] == g_gemm_m;
+        if (!ok) die("--gemm-m %d: one of the table's M (1, 16, 64, 256, 1024, 2048, 4096, 8192)", g_gemm_m);
     }
     char jp[600], sp[600];
     if (!json_path) { snprintf(jp, sizeof jp, "%s/bench.json", g_dir); json_path = jp; }
@@ -374,10 +392,12 @@ int main(int argc, char **argv) {
         printf("\n");
         for (int s = 0; s < 4; s++)
             for (int type = 0; type < 3; type++) {
+                if (!(g_gemm_types >> type & 1)) continue;
                 printf("%-8s %-6s", SHAPE_NAMES[s], TYPES[type]);
                 for (int mi = 0; mi < N_MS; mi++) {
                     double o = ours[type][s][mi], r = theirs[type][s][mi];
                     char cell[64];
+                    if (!gemm_cell(type, mi)) { printf(" %20s", "-"); continue; }
                     if (r > 0) snprintf(cell, sizeof cell, "%.0f/%.0f=%.2f", o, r, o / r);
                     else snprintf(cell, sizeof cell, "%.1f/-", o);
                     printf(" %20s", cell);
@@ -386,7 +406,9 @@ int main(int argc, char **argv) {
                           r > 0 ? r : -1.0, r > 0 ? o / r : -1.0, mma_sync[type][s][mi]);
                 }
                 printf("\n");
-                if (mma_sync[type][s][N_MS - 1] > 0) {
+                double measured = 0;   /* the mma.sync tiles ran (--compare-mma on Hopper) */
+                for (int mi = 0; mi < N_MS; mi++) measured += mma_sync[type][s][mi];
+                if (measured > 0) {
                     printf("%-8s %-6s", "", "mma");
                     for (int mi = 0; mi < N_MS; mi++) printf(" %20.0f", mma_sync[type][s][mi]);
                     printf("\n");
