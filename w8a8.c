@@ -1454,6 +1454,34 @@ static char *kernel_text(void) {
 #define KERNEL_OPT_FMAD "--fmad=false"
 #define KERNEL_OPT_SPLIT "--split-compile=0"
 
+/* The kernels, in the order of gpu_state's f[] */
+enum { F_EMBED, F_RMSNORM, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_GEMV_BF16, F_GEMV_E4M3, F_GEMV_S8,
+       F_GEMM90_BF16, F_GEMM90_BF16_WIDE, F_GEMM90_E4M3 /* 128 columns only */, F_GEMM90_S8, F_GEMM90_S8_WIDE,
+       F_GEMM90_BF16_SWAP, F_GEMM90_E4M3_SWAP, F_GEMM90_S8_SWAP /* in F_GEMM_ order */, F_ROPE, F_ATTN, F_ATTN_TC, F_COMBINE_QUANT,
+       F_ARGMAX, F_NLL, F_ABSMAX, F_COUNT };
+static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "silu_mul_quant", "gemm_bf16", "gemm_e4m3",
+                                            "gemm_s8", "gemv_bf16", "gemv_e4m3", "gemv_s8", "gemm90_bf16_128", "gemm90_bf16_256",
+                                            "gemm90_e4m3_128", "gemm90_s8_128", "gemm90_s8_256", "gemm90_bf16_swap",
+                                            "gemm90_e4m3_swap", "gemm90_s8_swap", "rope_kv", "attention",
+                                            "attention_tc", "attention_combine_quant", "argmax_rows", "row_nll", "col_absmax"};
+
+/* Cold start: NVRTC compiles the kernels as KERNEL_PARTS programs at once, each on a thread of its own. A
+ * program gives bodies only to its own part's kernels (W8A8_BODY_<name> is 1 there and 0 in the others, where
+ * the entry point stays empty), so a first start waits for the dearest part rather than for all of them. The
+ * parts are balanced by each kernel's own compile time for an FP8, INT8 or BF16 model: the Hopper GEMMs over
+ * three parts, attention, the gemvs with the mma.sync GEMMs, the row-wise stages. On the H100 machine (16
+ * cores) the FP8 8B model's kernels took 1.9-2.0 s this way against 3.0-3.5 s as one program (3 parts: 2.0-2.2
+ * s; a part a kernel: 3.1-3.3 s, each program's fixed cost and the cores shared); on 2 cores about the same
+ * either way (2.6-2.8 s). */
+#define KERNEL_PARTS 6
+static unsigned char kernel_part[F_COUNT] = {
+    [F_GEMM90_BF16] = 0, [F_GEMM90_BF16_SWAP] = 0, [F_GEMM90_E4M3_SWAP] = 0, [F_GEMM90_S8_SWAP] = 0,
+    [F_GEMM90_E4M3] = 1, [F_GEMM90_S8] = 1, [F_GEMM90_BF16_WIDE] = 1,
+    [F_GEMM90_S8_WIDE] = 2, [F_ROPE] = 2, [F_COMBINE_QUANT] = 2, [F_RMSNORM] = 2,
+    [F_ATTN] = 3, [F_ATTN_TC] = 3,
+    [F_GEMV_BF16] = 4, [F_GEMV_E4M3] = 4, [F_GEMV_S8] = 4, [F_GEMM_BF16] = 4, [F_GEMM_E4M3] = 4, [F_GEMM_S8] = 4,
+    [F_EMBED] = 5, [F_SILU] = 5, [F_ARGMAX] = 5, [F_NLL] = 5, [F_ABSMAX] = 5};
+
 /* W8A8_BUILD in kernels.cu.inc: which optional kernels get a body (a model needs one activation type's GEMMs,
  * one KV cache type's attention and attention_tc for its head dim; the others are half of NVRTC's time).
  * BUILD_BF16: the bf16 Hopper GEMMs past the plain 128-column one, which an FP8 or INT8 model's LM head does
@@ -1461,18 +1489,24 @@ static char *kernel_text(void) {
 enum { BUILD_E4M3 = 1, BUILD_S8 = 2, BUILD_KV_BF16 = 4, BUILD_KV_E4M3 = 8, BUILD_TC_64 = 16, BUILD_TC_128 = 32, BUILD_ATT_ODD = 64,
        BUILD_BF16 = 128, BUILD_ALL = 255 };
 
-/* Compiles the kernels for one target ("sm_90a", "sm_89", "sm_80"); the error holds NVRTC's log on failure. */
-static int nvrtc_compile(const char *target, int build, char **cubin, size_t *cubin_n) {
+/* Compiles the kernels for one target ("sm_90a", "sm_89", "sm_80"): the bodies of one part's kernels, or of
+ * all (part -1). The error holds NVRTC's log on failure. */
+static int nvrtc_compile(const char *target, int build, int part, char **cubin, size_t *cubin_n) {
     int rc = nvrtc_load();
     if (rc) return rc;
     char *src = kernel_text();
     if (!src) return W8A8_ERR_GPU;
-    char arch[64], sm[32], bits[32];
+    char arch[64], sm[32], bits[32], body[F_COUNT][64];
     snprintf(arch, sizeof arch, "--gpu-architecture=%s", target);
     snprintf(sm, sizeof sm, "-DW8A8_SM=%d", atoi(target + 3));
     snprintf(bits, sizeof bits, "-DW8A8_BUILD=%d", build);
-    const char *opts[] = {arch, sm, bits, KERNEL_OPT_STD, KERNEL_OPT_FMAD, KERNEL_OPT_SPLIT};
-    int n_opts = 6;
+    const char *opts[6 + F_COUNT] = {arch, sm, bits, KERNEL_OPT_STD, KERNEL_OPT_FMAD};
+    int n_opts = 5;
+    for (int i = 0; i < F_COUNT; i++) {
+        snprintf(body[i], sizeof body[i], "-DW8A8_BODY_%s=%d", kernel_names[i], part < 0 || kernel_part[i] == part);
+        opts[n_opts++] = body[i];
+    }
+    opts[n_opts++] = KERNEL_OPT_SPLIT;   /* the last: dropped where NVRTC lacks it */
     nvrtcProgram prog;
     nvrtcResult r = nvrtc.CreateProgram(&prog, src, "kernels.cu.inc", 0, NULL, NULL);
     if (r) { free(src); return fail(W8A8_ERR_GPU, "nvrtcCreateProgram: %s", nvrtc.GetErrorString(r)); }
@@ -1509,7 +1543,7 @@ int w8a8_compile_check(const char *target, size_t *cubin_bytes) {
     if (!target || strncmp(target, "sm_", 3)) return fail(W8A8_ERR_ARG, "w8a8_compile_check: target must look like sm_90a");
     char *cubin = NULL;
     size_t n = 0;
-    int rc = nvrtc_compile(target, BUILD_ALL, &cubin, &n);
+    int rc = nvrtc_compile(target, BUILD_ALL, -1, &cubin, &n);
     free(cubin);
     if (!rc && cubin_bytes) *cubin_bytes = n;
     return rc;
@@ -1685,15 +1719,6 @@ static int env_on(const char *name) {
 typedef struct { int n; CUgraphExec exec; } gpu_graph;
 typedef struct { CUdeviceptr w, scale, bias; float in_scale; int N, K, Kp; } glinear;
 typedef struct { CUdeviceptr attn_norm, ffn_norm, q_norm, k_norm; glinear qkv, o, w13, w2; } glayer;
-enum { F_EMBED, F_RMSNORM, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_GEMV_BF16, F_GEMV_E4M3, F_GEMV_S8,
-       F_GEMM90_BF16, F_GEMM90_BF16_WIDE, F_GEMM90_E4M3 /* 128 columns only */, F_GEMM90_S8, F_GEMM90_S8_WIDE,
-       F_GEMM90_BF16_SWAP, F_GEMM90_E4M3_SWAP, F_GEMM90_S8_SWAP /* in F_GEMM_ order */, F_ROPE, F_ATTN, F_ATTN_TC, F_COMBINE_QUANT,
-       F_ARGMAX, F_NLL, F_ABSMAX, F_COUNT };
-static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "silu_mul_quant", "gemm_bf16", "gemm_e4m3",
-                                            "gemm_s8", "gemv_bf16", "gemv_e4m3", "gemv_s8", "gemm90_bf16_128", "gemm90_bf16_256",
-                                            "gemm90_e4m3_128", "gemm90_s8_128", "gemm90_s8_256", "gemm90_bf16_swap",
-                                            "gemm90_e4m3_swap", "gemm90_s8_swap", "rope_kv", "attention",
-                                            "attention_tc", "attention_combine_quant", "argmax_rows", "row_nll", "col_absmax"};
 
 /* decode's gemv (kernels.cu.inc) */
 #define GEMV_MAX_M 4
@@ -1715,7 +1740,7 @@ struct gpu_state {
     CUdevice dev;
     CUcontext ctx;
     CUstream stream;
-    CUmodule mod;
+    CUmodule mod[KERNEL_PARTS];   /* one a part of the kernels (kernel_part) */
     CUfunction f[F_COUNT];
     char name[256];
     int cc, sms, act_mode, gemm_fn, Dp, Kmax, kv_es /* bytes a cached key */;
@@ -1804,7 +1829,7 @@ static void gpu_free(gpu_state *g) {
     }
     for (int i = 0; i < g->n_graphs; i++) cu.GraphExecDestroy(g->graphs[i].exec);
     for (int i = 0; i < g->n_allocs; i++) cu.MemFree(g->allocs[i]);
-    if (g->mod) cu.ModuleUnload(g->mod);
+    for (int p = 0; p < KERNEL_PARTS; p++) if (g->mod[p]) cu.ModuleUnload(g->mod[p]);
     if (g->stream) cu.StreamDestroy(g->stream);
     if (g->ctx) cu.DevicePrimaryCtxRelease(g->dev);
     free(g->allocs); free(g->layers); free(g);
@@ -1833,13 +1858,14 @@ static int upload_linear(gpu_state *g, const linear *l, glinear *gl, const char 
 
 static double seconds(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 
-/* Getting the kernels: from the cache if a good entry is there, else compiled by NVRTC and stored. NVRTC
- * needs no CUDA context, so it compiles on a thread of its own while gpu_open uploads the weights (a cold
- * start then takes the longer of the two, not their sum); kernels_end waits for it and loads the module. */
+/* Getting the kernels, part by part: from the cache if a good entry is there, else compiled by NVRTC and
+ * stored. NVRTC needs no CUDA context, so each part compiles on a thread of its own while gpu_open uploads
+ * the weights (a cold start then takes the longest of them, not their sum); kernels_end waits for them and
+ * loads the modules. */
 static int g_build_all;   /* build every optional kernel, whatever the model (the kernel tests, tools/bench's GEMMs) */
 typedef struct {
     char target[16], dir[900], path[1024], err[1024];
-    int build, have_dir, pending /* a compile to collect */, threaded, rc;
+    int build, part, have_dir, pending /* a compile to collect */, threaded, rc, stored;
     pthread_t thread;
     char *cubin;
     size_t n;
@@ -1849,7 +1875,7 @@ typedef struct {
 static void *compile_job(void *arg) {
     kernel_job *j = arg;
     double t0 = seconds();
-    j->rc = nvrtc_compile(j->target, j->build, &j->cubin, &j->n);
+    j->rc = nvrtc_compile(j->target, j->build, j->part, &j->cubin, &j->n);
     j->secs = seconds() - t0;
     if (j->rc) snprintf(j->err, sizeof j->err, "%s", w8a8_error());   /* the error text is per thread */
     return NULL;
@@ -1874,50 +1900,46 @@ static int kernels_begin(gpu_state *g, kernel_job *j) {
     nvrtc.Version(&nv_major, &nv_minor);
     char *src = kernel_text();
     if (!src) return W8A8_ERR_GPU;
-    char keytxt[256];
-    snprintf(keytxt, sizeof keytxt, "%s|%d|%s %s %s|nvrtc %d.%d|driver %d", j->target, j->build, KERNEL_OPT_STD, KERNEL_OPT_FMAD,
-             KERNEL_OPT_SPLIT, nv_major, nv_minor, drv);
-    uint64_t key = w8a8_fnv1a(w8a8_fnv1a(0xcbf29ce484222325ull, src, strlen(src)), keytxt, strlen(keytxt));
+    char keytxt[256 + F_COUNT];
+    int n = snprintf(keytxt, sizeof keytxt, "%s|%d|%s %s %s|nvrtc %d.%d|driver %d|part %d:", j->target, j->build, KERNEL_OPT_STD,
+                     KERNEL_OPT_FMAD, KERNEL_OPT_SPLIT, nv_major, nv_minor, drv, j->part);
+    for (int i = 0; i < F_COUNT; i++) keytxt[n++] = kernel_part[i] == j->part ? '1' : '0';   /* which bodies it holds */
+    uint64_t key = w8a8_fnv1a(w8a8_fnv1a(0xcbf29ce484222325ull, src, strlen(src)), keytxt, n);
     free(src);
     j->have_dir = cache_dir(j->dir, sizeof j->dir) == 0;
-    snprintf(j->path, sizeof j->path, "%s/kernels-%s-%016llx.cubin", j->dir, j->target, (unsigned long long)key);
-    size_t n = 0;
-    char *cubin = j->have_dir ? read_whole(j->path, &n) : NULL;
-    if (cubin && cu.ModuleLoadData(&g->mod, cubin) == 0) {
-        snprintf(g->info, sizeof g->info, "kernels for %s loaded from the cache (%s)", j->target, j->path);
-        free(cubin);
-        return W8A8_OK;
-    }
+    snprintf(j->path, sizeof j->path, "%.900s/kernels-%.15s-%016llx.cubin", j->dir, j->target, (unsigned long long)key);
+    size_t len = 0;
+    char *cubin = j->have_dir ? read_whole(j->path, &len) : NULL;
+    if (cubin && cu.ModuleLoadData(&g->mod[j->part], cubin) == 0) { free(cubin); return W8A8_OK; }
     free(cubin);   /* none, unreadable or unloadable: compile */
-    g->mod = NULL;
+    g->mod[j->part] = NULL;
     j->pending = 1;
     j->threaded = pthread_create(&j->thread, NULL, compile_job, j) == 0;
     if (!j->threaded) compile_job(j);   /* no thread to be had: compile now */
     return W8A8_OK;
 }
 
-static int kernels_end(gpu_state *g, kernel_job *j) {
+/* Collects a part's compile (waits for its thread), loads it and stores it in the cache; or, with keep 0
+ * (start-up has failed already), only waits for it. */
+static int kernels_end(gpu_state *g, kernel_job *j, int keep) {
     if (!j->pending) return W8A8_OK;
     j->pending = 0;
     if (j->threaded) pthread_join(j->thread, NULL);
-    if (j->rc) return fail(j->rc, "%s", j->err);
-    CUresult r = cu.ModuleLoadData(&g->mod, j->cubin);
+    if (!keep || j->rc) { free(j->cubin); return keep ? fail(j->rc, "%s", j->err) : W8A8_OK; }
+    CUresult r = cu.ModuleLoadData(&g->mod[j->part], j->cubin);
     if (r) { free(j->cubin); return fail(W8A8_ERR_GPU, "loading the compiled kernels for %s: %s", j->target, cu_str(r)); }
-    int stored = 0;
     if (j->have_dir) {   /* write to a temporary file and rename: no reader ever sees half an entry */
         char tmp[1100];
         mkdirs(j->dir);
         snprintf(tmp, sizeof tmp, "%s.tmp.%d", j->path, (int)getpid());
         FILE *f = fopen(tmp, "wb");
         if (f) {
-            stored = fwrite(j->cubin, 1, j->n, f) == j->n;
-            stored &= fclose(f) == 0;
-            stored = stored && rename(tmp, j->path) == 0;
-            if (!stored) unlink(tmp);
+            j->stored = fwrite(j->cubin, 1, j->n, f) == j->n;
+            j->stored &= fclose(f) == 0;
+            j->stored = j->stored && rename(tmp, j->path) == 0;
+            if (!j->stored) unlink(tmp);
         }
     }
-    snprintf(g->info, sizeof g->info, "kernels compiled for %s by NVRTC in %.2f s%s%s", j->target, j->secs,
-             stored ? "; cached in " : "; not cached (cache folder not writable: set W8A8_CACHE)", stored ? j->dir : "");
     free(j->cubin);
     return W8A8_OK;
 }
@@ -1985,20 +2007,36 @@ static int gpu_open(w8a8_model *m) {
     if (c->head_dim > 32 * 8)   /* MAXD in kernels.cu.inc */
         return fail(W8A8_ERR_GPU, "head_dim %u: the GPU attention takes head dims up to 256 (the CPU reference takes any)", c->head_dim);
     if ((r = cu.StreamCreate(&g->stream, 0))) return fail(W8A8_ERR_GPU, "cuStreamCreate: %s", cu_str(r));
-    kernel_job job = {.build = g_build_all ? BUILD_ALL : kernels_of(c)};
-    g->build = job.build;
-    snprintf(job.target, sizeof job.target, "%s", target);
+    kernel_job jobs[KERNEL_PARTS] = {0};
+    g->build = g_build_all ? BUILD_ALL : kernels_of(c);
     double t0 = seconds();
-    if ((rc = kernels_begin(g, &job))) return rc;
+    for (int p = 0; p < KERNEL_PARTS && !rc; p++) {
+        jobs[p].build = g->build, jobs[p].part = p;
+        snprintf(jobs[p].target, sizeof jobs[p].target, "%s", target);
+        rc = kernels_begin(g, &jobs[p]);
+    }
     g->t_kernels = seconds() - t0;
     t0 = seconds();
-    rc = upload_weights(m, g);   /* while NVRTC compiles, if it must */
+    if (!rc) rc = upload_weights(m, g);   /* while NVRTC compiles, if it must */
     g->t_weights = seconds() - t0;
-    int rk = kernels_end(g, &job);   /* before any return: the compile thread is always joined */
-    g->t_kernels += job.secs;
-    if (rc || (rc = rk)) return rc;
+    int compiled = 0, stored = 0;
+    double longest = 0;
+    for (int p = 0; p < KERNEL_PARTS; p++) {   /* before any return: every compile thread is joined */
+        if (!jobs[p].pending) continue;
+        int rk = kernels_end(g, &jobs[p], !rc);
+        if (!rc) rc = rk;
+        compiled++, stored += jobs[p].stored;
+        longest = jobs[p].secs > longest ? jobs[p].secs : longest;
+    }
+    g->t_kernels += longest;
+    if (rc) return rc;
+    if (!compiled) snprintf(g->info, sizeof g->info, "kernels for %s loaded from the cache (%s)", target, jobs[0].dir);
+    else snprintf(g->info, sizeof g->info, "kernels for %s: %d of %d parts compiled by NVRTC, on threads, in %.2f s%s%s", target, compiled,
+                  KERNEL_PARTS, longest, stored < compiled ? "; not cached (cache folder not writable: set W8A8_CACHE)" : "; cached in ",
+                  stored < compiled ? "" : jobs[0].dir);
     for (int i = 0; i < F_COUNT; i++)
-        if ((r = cu.ModuleGetFunction(&g->f[i], g->mod, kernel_names[i]))) return fail(W8A8_ERR_GPU, "kernel %s: %s", kernel_names[i], cu_str(r));
+        if ((r = cu.ModuleGetFunction(&g->f[i], g->mod[kernel_part[i]], kernel_names[i])))
+            return fail(W8A8_ERR_GPU, "kernel %s: %s", kernel_names[i], cu_str(r));
     g->act_mode = c->scheme == W8A8_BF16 ? 0 : c->scheme == W8A8_FP8 ? 1 : 2;
     g->no_gemv = env_on("W8A8_NO_GEMV");
     g->exact_fp8 = m->opt.exact_fp8 || env_on("W8A8_FP8_EXACT");
