@@ -1754,6 +1754,7 @@ struct gpu_state {
     CUdeviceptr split_part, split_count; /* its workspace: a block's sums (64 KB an item), a counter a tile */
     int pdl;                      /* kernels launched with programmatic dependent launch (sm_90, unless $W8A8_NO_PDL=1) */
     int att_v_smem;               /* bytes of an attention chunk's values, copied to shared memory at decode (0: no room) */
+    int silu_keep;                /* silu_mul_quant keeps a row (hidden_dim floats) in shared memory between its passes */
     int fuse;                     /* decode: norms, SiLU and the merge of attention's chunks inside the gemv and attention
                                    * launches (0 with $W8A8_NO_FUSE=1, or where the gemv's shared memory does not fit) */
     CUdeviceptr merge_count;      /* attention's counters of finished chunks, a row's query head (fuse) */
@@ -2076,6 +2077,8 @@ static int gpu_open(w8a8_model *m) {
      * the kernel's own (the driver refuses a size that does not fit) */
     int vbytes = ATT_CHUNK * c->head_dim * g->kv_es;
     if (cu.FuncSetAttribute && !cu.FuncSetAttribute(g->f[F_ATTN], CU_FUNC_MAX_DYNAMIC_SHARED, vbytes)) g->att_v_smem = vbytes;
+    g->silu_keep = c->scheme != W8A8_BF16 && cu.FuncSetAttribute && !env_on("W8A8_NO_SILU_KEEP") &&
+                   !cu.FuncSetAttribute(g->f[F_SILU], CU_FUNC_MAX_DYNAMIC_SHARED, (int)sizeof(float) * H);
     g->att_tc = (c->head_dim == 64 || c->head_dim == 128) && !env_on("W8A8_NO_TC_ATTENTION") && cu.FuncSetAttribute &&
                 !cu.FuncSetAttribute(g->f[F_ATTN_TC], CU_FUNC_MAX_DYNAMIC_SHARED, TC_SMEM);
     /* decode's fused stages: the gemv makes its input in shared memory (the largest at GEMV_MAX_M rows), and
@@ -2281,7 +2284,8 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
         void *a_tc[] = {&g->qkv, &g->pos, &g->seq, &g->tc_rows, &n, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &parts, &g->part_o, &g->part_ml};
         void *a_comb[] = {&g->part_o, &g->part_ml, &parts, &nh, &hd, &g->att, &Ko, &mode, &s_o, &g->act, &g->act_s};
         void *a_n2[] = {&g->x, &null, &L->ffn_norm, &eps, &D, &K13, &mode, &s_13, &g->act, &g->act_s};
-        void *a_silu[] = {&g->h13, &H, &K2, &mode, &s_2, &g->act, &g->act_s};
+        int keep = g->silu_keep && !(s_2 > 0);   /* silu_mul_quant keeps the row for its second pass (dynamic scale) */
+        void *a_silu[] = {&g->h13, &H, &K2, &mode, &s_2, &keep, &g->act, &g->act_s};
         /* calibration (bf16 scheme): each linear's input as quantized (bf16), the keys and values as cached */
 #define CALIB(what, src, cols, ld, sq, ps) (m->calib ? calib_gpu(g, w8a8_calib_offset(c, l, what), src, cols, ld, sq, ps, ctx, n) : 0)
         if (fuse) {   /* decode: six launches a layer */
@@ -2311,7 +2315,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
         if (!rc) rc = launch(g, F_RMSNORM, n, 1, 1, NORM_THREADS, a_n2);
         if (!rc) rc = CALIB(W8A8_CAL_W13, g->act, D, K13, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->w13, n, 0, g->h13, 2 * H);
-        if (!rc) rc = launch(g, F_SILU, n, 1, 1, SILU_THREADS, a_silu);
+        if (!rc) rc = launch_smem(g, F_SILU, n, 1, 1, SILU_THREADS, keep ? sizeof(float) * H : 0, a_silu);
         if (!rc) rc = CALIB(W8A8_CAL_W2, g->act, H, K2, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->w2, n, 1, g->x, D);
 #undef CALIB

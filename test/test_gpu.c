@@ -499,17 +499,23 @@ static void test_gpu_kernels(void) {
             float gv = w8a8_bf16_to_float(h13[r * 2 * K + j]), uv = w8a8_bf16_to_float(h13[r * 2 * K + K + j]);
             hv[r * K + j] = silu(gv) * uv;
         }
-        unsigned char *got = malloc((size_t)R * Kp * es), *want = malloc((size_t)R * Kp * es);
-        for (int which = 0; which < 2; which++) {
+        unsigned char *got = malloc((size_t)R * Kp * es), *want = malloc((size_t)R * Kp * es), *unkept = malloc((size_t)R * Kp * es);
+        int kept_same = 1;
+        for (int which = 0; which < 3; which++) {   /* combine; silu; silu keeping the row in shared memory */
             const float *src = which ? hv : in;
             CUdeviceptr din = which ? dev_from(g, h13, 2 * R * 2 * K) : dev_from(g, in, sizeof(float) * R * K),
                         dout = dev_from(g, NULL, (size_t)R * Kp * es), ds = dev_from(g, NULL, sizeof(float) * R),
                         dml = dev_from(g, ml, sizeof(float) * 2 * R * nh), datt = dev_from(g, NULL, sizeof(float) * R * K);
             float st = 0;
-            void *args[] = {&din, &K, &Kp, &mode, &st, &dout, &ds};
+            int keep = which == 2;
+            void *args[] = {&din, &K, &Kp, &mode, &st, &keep, &dout, &ds};
             void *cargs[] = {&din, &dml, &one, &nh, &hd, &datt, &Kp, &mode, &st, &dout, &ds};
-            launch(g, which ? F_SILU : F_COMBINE_QUANT, R, 1, 1, which ? SILU_THREADS : COMBINE_THREADS, which ? args : cargs);
+            if (keep) cu.FuncSetAttribute(g->f[F_SILU], CU_FUNC_MAX_DYNAMIC_SHARED, (int)sizeof(float) * K);
+            launch_smem(g, which ? F_SILU : F_COMBINE_QUANT, R, 1, 1, which ? SILU_THREADS : COMBINE_THREADS, keep ? sizeof(float) * K : 0,
+                        which ? args : cargs);
             dev_to(g, got, dout, (size_t)R * Kp * es);
+            if (which == 1) memcpy(unkept, got, (size_t)R * Kp * es);
+            if (which == 2) { kept_same = memcmp(got, unkept, (size_t)R * Kp * es) == 0; continue; }
             quantize_rows(mode == 0 ? W8A8_BF16 : mode == 1 ? W8A8_FP8 : W8A8_INT8, 0, src, R, K, q, s);
             for (int r = 0; r < R; r++) for (int j = 0; j < Kp; j++) {
                 size_t i = (size_t)r * Kp + j;
@@ -524,7 +530,8 @@ static void test_gpu_kernels(void) {
         /* silu uses expf on the CPU side here, whose GPU and glibc versions may differ by an ulp */
         result(far == 0 && diff <= R * K / 100, path("GPU attention_combine_quant and silu_mul_quant (%s, rows of %d) == CPU", mode_name[mode], K),
                "%d codes one step off", diff);
-        free(in); free(hv); free(q); free(s); free(ml); free(h13); free(got); free(want);
+        result(kept_same, path("GPU silu_mul_quant (%s, rows of %d): the row kept in shared memory between its passes, the same bits", mode_name[mode], K), "");
+        free(in); free(hv); free(q); free(s); free(ml); free(h13); free(got); free(want); free(unkept);
     }
 
     /* argmax: the first of equal maxima */
