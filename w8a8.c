@@ -1062,7 +1062,8 @@ static float warp_dot(const float *a, const float *b, int n) {
     }
     return butterfly32(part);
 }
-#define NORM_THREADS 1024   /* rmsnorm_quant's block */
+#define NORM_THREADS 1024   /* the threads of rmsnorm_quant's summation order (kernels.cu.inc) */
+#define NORM_BLOCK 256      /* its block, each thread playing four of them */
 
 /* RMSNorm as the GPU sums it (the f32 scheme keeps llama2.c's order: rmsnorm above). */
 static void rmsnorm_gpu_order(float *o, const float *x, const float *w, int n, float eps) {
@@ -2299,7 +2300,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
             if (!rc) rc = gpu_gemm_in(g, g->gemm_fn, 0, g->act_s, &L->w2, n, 1, g->x, D, &h);
             continue;
         }
-        rc = launch(g, F_RMSNORM, n, 1, 1, NORM_THREADS, a_n1);
+        rc = launch(g, F_RMSNORM, n, 1, 1, NORM_BLOCK, a_n1);
         if (!rc) rc = CALIB(W8A8_CAL_QKV, g->act, D, Kq, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->qkv, n, 0, g->qkv, qd + 2 * kvd);
         if (!rc) rc = launch(g, F_ROPE, n, rope_blocks_y(nh, nkv), 1, 32 * ROPE_WARPS, a_rope);
@@ -2312,7 +2313,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
         if (!rc) rc = launch(g, F_COMBINE_QUANT, n, 1, 1, COMBINE_THREADS, a_comb);
         if (!rc) rc = CALIB(W8A8_CAL_O, g->act, qd, Ko, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->o, n, 1, g->x, D);
-        if (!rc) rc = launch(g, F_RMSNORM, n, 1, 1, NORM_THREADS, a_n2);
+        if (!rc) rc = launch(g, F_RMSNORM, n, 1, 1, NORM_BLOCK, a_n2);
         if (!rc) rc = CALIB(W8A8_CAL_W13, g->act, D, K13, 0, 0);
         if (!rc) rc = gpu_gemm(g, g->gemm_fn, g->act, g->act_s, &L->w13, n, 0, g->h13, 2 * H);
         if (!rc) rc = launch_smem(g, F_SILU, n, 1, 1, SILU_THREADS, keep ? sizeof(float) * H : 0, a_silu);
@@ -2327,7 +2328,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
         return gpu_gemm_in(g, F_GEMM_BF16, 0, 0, &g->head, n_out, 2, g->logits, V, &fn);
     }
     void *a_fn[] = {&g->x, &g->rows, &g->out_norm, &eps, &D, &g->Dp, &bf, &no_scale, &g->xn, &null};
-    if ((rc = launch(g, F_RMSNORM, n_out, 1, 1, NORM_THREADS, a_fn))) return rc;
+    if ((rc = launch(g, F_RMSNORM, n_out, 1, 1, NORM_BLOCK, a_fn))) return rc;
     return gpu_gemm(g, F_GEMM_BF16, g->xn, 0, &g->head, n_out, 2, g->logits, V);
 }
 

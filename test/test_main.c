@@ -1294,7 +1294,7 @@ static void test_faults(void) {
  * kernel source as "NAME = value". */
 static void test_kernel_constants(void) {
     struct { const char *name; long host; } c[] = {
-        {"NORM_THREADS", NORM_THREADS}, {"ATT_CHUNK", ATT_CHUNK}, {"ATT_THREADS", ATT_THREADS}, {"ATT_HEADS", ATT_HEADS},
+        {"NORM_THREADS", NORM_THREADS}, {"NORM_BLOCK", NORM_BLOCK}, {"ATT_CHUNK", ATT_CHUNK}, {"ATT_THREADS", ATT_THREADS}, {"ATT_HEADS", ATT_HEADS},
         {"ROPE_WARPS", ROPE_WARPS}, {"TC_ROWS", TC_ROWS}, {"TC_THREADS", TC_THREADS}, {"TC_MIN_RUN", TC_MIN_RUN},
         {"GEMV_MAX_M", GEMV_MAX_M}, {"GEMV_WARPS", GEMV_WARPS}, {"OUT_SILU", OUT_SILU}, {"IN_ACT", IN_ACT}, {"IN_NORM", IN_NORM},
         {"IN_ROW", IN_ROW}, {"H_SMEM", H_SMEM}, {"H_EPI", H_EPI}, {"OUT_BF16", OUT_BF16}, {"SILU_THREADS", SILU_THREADS}, {"BUILD_E4M3", BUILD_E4M3}, {"BUILD_S8", BUILD_S8},
