@@ -1475,7 +1475,7 @@ static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "silu_mul_
  * s; a part a kernel: 3.1-3.3 s, each program's fixed cost and the cores shared); on 2 cores about the same
  * either way (2.6-2.8 s). */
 #define KERNEL_PARTS 6
-static unsigned char kernel_part[F_COUNT] = {
+static const unsigned char kernel_part[F_COUNT] = {
     [F_GEMM90_BF16] = 0, [F_GEMM90_BF16_SWAP] = 0, [F_GEMM90_E4M3_SWAP] = 0, [F_GEMM90_S8_SWAP] = 0,
     [F_GEMM90_E4M3] = 1, [F_GEMM90_S8] = 1, [F_GEMM90_BF16_WIDE] = 1,
     [F_GEMM90_S8_WIDE] = 2, [F_ROPE] = 2, [F_COMBINE_QUANT] = 2, [F_RMSNORM] = 2,
@@ -2012,6 +2012,7 @@ static int gpu_open(w8a8_model *m) {
     kernel_job jobs[KERNEL_PARTS] = {0};
     g->build = g_build_all ? BUILD_ALL : kernels_of(c);
     double t0 = seconds();
+    rc = W8A8_OK;
     for (int p = 0; p < KERNEL_PARTS && !rc; p++) {
         jobs[p].build = g->build, jobs[p].part = p;
         snprintf(jobs[p].target, sizeof jobs[p].target, "%s", target);
