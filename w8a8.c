@@ -1895,19 +1895,29 @@ static int kernels_of(const w8a8_config *c) {
     return b;
 }
 
-static int kernels_begin(gpu_state *g, kernel_job *j) {
+/* The part of the cache key that all parts share: a hash of the source, the options and NVRTC's and the
+ * driver's versions (read once a start, not once a part) */
+static int kernels_key(const char *target, int build, uint64_t *key) {
     int drv = 0, nv_major = 0, nv_minor = 0, rc;
     if ((rc = nvrtc_load())) return rc;
     cu.DriverGetVersion(&drv);
     nvrtc.Version(&nv_major, &nv_minor);
     char *src = kernel_text();
     if (!src) return W8A8_ERR_GPU;
-    char keytxt[256 + F_COUNT];
-    int n = snprintf(keytxt, sizeof keytxt, "%s|%d|%s %s %s|nvrtc %d.%d|driver %d|part %d:", j->target, j->build, KERNEL_OPT_STD,
-                     KERNEL_OPT_FMAD, KERNEL_OPT_SPLIT, nv_major, nv_minor, drv, j->part);
-    for (int i = 0; i < F_COUNT; i++) keytxt[n++] = kernel_part[i] == j->part ? '1' : '0';   /* which bodies it holds */
-    uint64_t key = w8a8_fnv1a(w8a8_fnv1a(0xcbf29ce484222325ull, src, strlen(src)), keytxt, n);
+    char keytxt[256];
+    int n = snprintf(keytxt, sizeof keytxt, "%s|%d|%s %s %s|nvrtc %d.%d|driver %d", target, build, KERNEL_OPT_STD, KERNEL_OPT_FMAD,
+                     KERNEL_OPT_SPLIT, nv_major, nv_minor, drv);
+    *key = w8a8_fnv1a(w8a8_fnv1a(0xcbf29ce484222325ull, src, strlen(src)), keytxt, n);
     free(src);
+    return W8A8_OK;
+}
+
+/* Loads a part from the cache (its entry: `key` with the part and which bodies it holds), or starts compiling it */
+static int kernels_begin(gpu_state *g, kernel_job *j, uint64_t key) {
+    char bodies[32 + F_COUNT];
+    int n = snprintf(bodies, sizeof bodies, "|part %d:", j->part);
+    for (int i = 0; i < F_COUNT; i++) bodies[n++] = kernel_part[i] == j->part ? '1' : '0';
+    key = w8a8_fnv1a(key, bodies, n);
     j->have_dir = cache_dir(j->dir, sizeof j->dir) == 0;
     snprintf(j->path, sizeof j->path, "%.900s/kernels-%.15s-%016llx.cubin", j->dir, j->target, (unsigned long long)key);
     size_t len = 0;
@@ -2012,11 +2022,12 @@ static int gpu_open(w8a8_model *m) {
     kernel_job jobs[KERNEL_PARTS] = {0};
     g->build = g_build_all ? BUILD_ALL : kernels_of(c);
     double t0 = seconds();
-    rc = W8A8_OK;
+    uint64_t key = 0;
+    rc = kernels_key(target, g->build, &key);
     for (int p = 0; p < KERNEL_PARTS && !rc; p++) {
         jobs[p].build = g->build, jobs[p].part = p;
         snprintf(jobs[p].target, sizeof jobs[p].target, "%s", target);
-        rc = kernels_begin(g, &jobs[p]);
+        rc = kernels_begin(g, &jobs[p], key);
     }
     g->t_kernels = seconds() - t0;
     t0 = seconds();
