@@ -86,7 +86,9 @@ static const int MS[] = {1, 16, 64, 256, 1024, 2048, 4096, 8192};
 static const char *TYPES[3] = {"bf16", "fp8", "int8"};
 static int g_compare_mma;
 static int g_gemm_m, g_gemm_types = 7;   /* --gemm-m M, --gemm-types T,...: only that M, those types (A/Bs of kernel variants) */
-static int gemm_cell(int type, int mi) { return (g_gemm_types >> type & 1) && (!g_gemm_m || MS[mi] == g_gemm_m); }
+static int type_wanted(int type) { return g_gemm_types >> type & 1; }
+static int m_wanted(int mi) { return !g_gemm_m || MS[mi] == g_gemm_m; }
+static int gemm_cell(int type, int mi) { return type_wanted(type) && m_wanted(mi); }
 static double ours[3][4][N_MS], theirs[3][4][N_MS], mma_sync[3][4][N_MS];   /* mma_sync: the sm_80 tiles, on Hopper too */
 
 static void fill(unsigned char *p, size_t n, int type) {   /* finite values of each type */
@@ -112,7 +114,7 @@ static void bench_gemm(gpu_state *g) {
     cu.MemcpyHtoD(sw, ones, 4 * 28672);
     timer t = {0};
     for (int type = 0; type < 3; type++) {
-        if (!(g_gemm_types >> type & 1)) continue;
+        if (!type_wanted(type)) continue;
         int fn = type == 0 ? F_GEMM_BF16 : type == 1 ? F_GEMM_E4M3 : F_GEMM_S8;
         fill(h, maxA, type);
         cu.MemcpyHtoD(A, h, maxA);
@@ -149,7 +151,7 @@ static void torch_reference(double *copy_gbs) {
     char spec[512], cmd[1400], path[600];
     int k = snprintf(spec, sizeof spec, "{\"shapes\": [[6144,4096],[4096,4096],[28672,4096],[4096,14336]], \"ms\": [");
     for (int i = 0, first = 1; i < N_MS; i++)
-        if (!g_gemm_m || MS[i] == g_gemm_m) { k += snprintf(spec + k, sizeof spec - k, "%s%d", first ? "" : ",", MS[i]); first = 0; }
+        if (m_wanted(i)) { k += snprintf(spec + k, sizeof spec - k, "%s%d", first ? "" : ",", MS[i]); first = 0; }
     snprintf(spec + k, sizeof spec - k, "]}");
     snprintf(path, sizeof path, "%s/torch.json", g_dir);
     snprintf(cmd, sizeof cmd, "python3 tools/bench_torch.py '%s' > %s", spec, path);
@@ -314,9 +316,13 @@ int main(int argc, char **argv) {
                         "             [--compare-mma] [--gemm-m M] [--gemm-types bf16,fp8,int8]\n"); return 2; }
     }
     if (g_gemm_m) {
+        char ms[128] = "";
         int ok = 0;
-        for (int i = 0; i < N_MS; i++) ok |= MS[i] == g_gemm_m;
-        if (!ok) die("--gemm-m %d: one of the table's M (1, 16, 64, 256, 1024, 2048, 4096, 8192)", g_gemm_m);
+        for (int i = 0; i < N_MS; i++) {
+            ok |= m_wanted(i);
+            snprintf(ms + strlen(ms), sizeof ms - strlen(ms), "%s%d", i ? ", " : "", MS[i]);
+        }
+        if (!ok) die("--gemm-m %d: one of the table's M (%s)", g_gemm_m, ms);
     }
     char jp[600], sp[600];
     if (!json_path) { snprintf(jp, sizeof jp, "%s/bench.json", g_dir); json_path = jp; }
@@ -392,7 +398,7 @@ int main(int argc, char **argv) {
         printf("\n");
         for (int s = 0; s < 4; s++)
             for (int type = 0; type < 3; type++) {
-                if (!(g_gemm_types >> type & 1)) continue;
+                if (!type_wanted(type)) continue;
                 printf("%-8s %-6s", SHAPE_NAMES[s], TYPES[type]);
                 for (int mi = 0; mi < N_MS; mi++) {
                     double o = ours[type][s][mi], r = theirs[type][s][mi];
