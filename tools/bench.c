@@ -152,6 +152,9 @@ static void torch_reference(double *copy_gbs) {
     int k = snprintf(spec, sizeof spec, "{\"shapes\": [[6144,4096],[4096,4096],[28672,4096],[4096,14336]], \"ms\": [");
     for (int i = 0, first = 1; i < N_MS; i++)
         if (m_wanted(i)) { k += snprintf(spec + k, sizeof spec - k, "%s%d", first ? "" : ",", MS[i]); first = 0; }
+    k += snprintf(spec + k, sizeof spec - k, "], \"types\": [");
+    for (int t = 0, first = 1; t < 3; t++)
+        if (type_wanted(t)) { k += snprintf(spec + k, sizeof spec - k, "%s\"%s\"", first ? "" : ",", TYPES[t]); first = 0; }
     snprintf(spec + k, sizeof spec - k, "]}");
     snprintf(path, sizeof path, "%s/torch.json", g_dir);
     snprintf(cmd, sizeof cmd, "python3 tools/bench_torch.py '%s' > %s", spec, path);

@@ -4,7 +4,8 @@ torch._scaled_mm (FP8 E4M3, row-wise scales, bf16 out), torch._int_mm (INT8, int
 the device copy bandwidth. Prints JSON: {"torch": version, "gemm": [{"dtype", "N", "K", "M", "tflops"}], "copy_gbs"}.
 A case PyTorch cannot run (e.g. _int_mm needs M > 16) has "tflops": null and an "error".
 
-usage: bench_torch.py SHAPES_JSON   ([[N, K], ...] and [M, ...] as {"shapes": ..., "ms": ...})"""
+usage: bench_torch.py SPEC_JSON   ({"shapes": [[N, K], ...], "ms": [M, ...]}, optionally "types": a subset of
+["bf16", "fp8", "int8"], the dtypes to time; all three without it)"""
 import json, sys
 
 import torch
@@ -47,6 +48,8 @@ for N, K in spec["shapes"]:
             "bf16": lambda: torch.matmul(a16, w16.t()),
         }
         for dtype, fn in cases.items():
+            if dtype not in spec.get("types", cases):
+                continue
             rec = {"dtype": dtype, "N": N, "K": K, "M": M, "tflops": None}
             try:
                 ms = timed(fn)
