@@ -7,7 +7,9 @@
  * 1. Writes synthetic models with Llama-3.1-8B shapes (random weights; `convert --synthetic`) into DIR
  *    (default bench-models/), once.
  * 2. GEMM TFLOP/s of the four linear shapes at M = 1 ... 8192 for our fp8 / int8 / bf16 kernels, and the same
- *    shapes through tools/bench_torch.py (torch._scaled_mm with row-wise scales, torch._int_mm, bf16 matmul).
+ *    shapes through tools/bench_torch.py (torch._scaled_mm with row-wise scales, torch._int_mm, bf16 matmul),
+ *    which runs beside us on the same bytes: a cell is ours then PyTorch's, twice (--gemm-rounds), each side's
+ *    fastest kept, so both are timed over the same stretch of the GPU's clocks.
  * 3. Copy bandwidth (cuMemcpyDtoD; read + written bytes), then per scheme: decode ms/token at batch 1 and its
  *    share of that bandwidth (bytes read per token / time), TTFT of a 2048-token prompt, throughput at batch
  *    1, 16, 64, 256 for prefill-heavy and decode-heavy runs, cold start (NVRTC) and warm start (cache).
@@ -16,7 +18,9 @@
 #include "../w8a8.c"   /* the engine itself: the benchmark times its internal GEMM too */
 #include "json.h"
 
+#include <signal.h>
 #include <stdarg.h>
+#include <sys/wait.h>
 
 static const char *g_dir = "bench-models";
 static const char *g_config = "test/synth/llama-3.1-8b.json";   /* --config: another synthetic shape */
@@ -86,19 +90,88 @@ static const int MS[] = {1, 16, 64, 256, 1024, 2048, 4096, 8192};
 static const char *TYPES[3] = {"bf16", "fp8", "int8"};
 static int g_compare_mma;
 static int g_gemm_m, g_gemm_types = 7;   /* --gemm-m M, --gemm-types T,...: only that M, those types (A/Bs of kernel variants) */
+static int g_gemm_rounds = 2;            /* --gemm-rounds R: ours and PyTorch's in turn, R times a cell */
 static int type_wanted(int type) { return g_gemm_types >> type & 1; }
 static int m_wanted(int mi) { return !g_gemm_m || MS[mi] == g_gemm_m; }
 static int gemm_cell(int type, int mi) { return type_wanted(type) && m_wanted(mi); }
 static double ours[3][4][N_MS], theirs[3][4][N_MS], mma_sync[3][4][N_MS];   /* mma_sync: the sm_80 tiles, on Hopper too */
 
-static void fill(unsigned char *p, size_t n, int type) {   /* finite values of each type */
-    uint64_t s = 0x9e3779b97f4a7c15ull;
-    for (size_t i = 0; i < n; i++) {
-        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-        if (type == 0) p[i] = (i & 1) ? (unsigned char)(0x3c | (s & 0x80)) : (unsigned char)s;   /* bf16: |x| in [0.0078, 0.03) */
-        else if (type == 1) p[i] = (unsigned char)(s & 0xb7);   /* e4m3: exponent < 7, never NaN */
-        else p[i] = (unsigned char)s;
+/* The operands: element i of a matrix (row-major, A as M x K, W as N x K) comes from a hash of i and the matrix's
+ * salt; tools/bench_torch.py builds the same bytes from the same hash, so both sides multiply identical data (an
+ * H100 under full tensor-core load lowers its clocks by the power its operands' bits cost). bf16: +-[2^-7, 2^-5),
+ * e4m3: exponent field < 7 (never NaN), s8: any byte. */
+enum { SALT_A = 0x1234567, SALT_W = 0x7654321 };
+static uint32_t mix32(uint32_t x) {
+    x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
+    return x;
+}
+static void fill(unsigned char *p, size_t elems, int type, uint32_t salt) {
+    for (size_t i = 0; i < elems; i++) {
+        uint32_t h = mix32((uint32_t)i ^ salt);
+        if (type == 0) { p[2 * i] = (unsigned char)h; p[2 * i + 1] = (unsigned char)(0x3c | (h >> 8 & 0x80)); }   /* 0x3c00 | (h & 0x80ff) */
+        else p[i] = (unsigned char)(type == 1 ? h & 0xb7 : h);
     }
+}
+
+/* The PyTorch reference: tools/bench_torch.py as a second process on the same GPU, asked for each cell right after
+ * we time ours, so that both kernels of a cell run at the same clocks and temperature. */
+static FILE *g_torch_req, *g_torch_ans;   /* our requests to it, its answers (one JSON line each) */
+static pid_t g_torch_pid;
+
+static void torch_stop(void) {
+    if (g_torch_req) fclose(g_torch_req);   /* its input ends: it exits */
+    if (g_torch_ans) fclose(g_torch_ans);
+    if (g_torch_pid > 0) waitpid(g_torch_pid, NULL, 0);
+    g_torch_req = g_torch_ans = NULL;
+    g_torch_pid = 0;
+}
+/* One request, one answer; the answer's number at key, or -1 (and the reference stopped) where there is none. */
+static double torch_ask(const char *key, const char *fmt, ...) {
+    if (!g_torch_req) return -1;
+    char req[256], line[4096], err[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(req, sizeof req, fmt, ap);
+    va_end(ap);
+    if (fprintf(g_torch_req, "%s\n", req) < 0 || fflush(g_torch_req) || !fgets(line, sizeof line, g_torch_ans)) {
+        fprintf(stderr, "bench: the PyTorch reference stopped answering; its columns stay empty\n");
+        torch_stop();
+        return -1;
+    }
+    jv root;
+    if (json_parse(line, strlen(line), &root, err, sizeof err)) { fprintf(stderr, "bench: PyTorch's answer to '%s': %s\n", req, err); return -1; }
+    const jv *v = jget(&root, key), *e = jget(&root, "error");
+    double x = v && v->type == J_NUM ? v->num : -1;
+    if (e && e->type == J_STR) fprintf(stderr, "bench: PyTorch could not run '%s': %s\n", req, e->str);
+    jv_free(&root);
+    return x;
+}
+static void torch_start(void) {
+    int req[2], ans[2];
+    if (pipe(req) || pipe(ans)) { perror("bench: pipe"); return; }
+    fprintf(stderr, "bench: the PyTorch reference (python3 tools/bench_torch.py, beside us) ...\n");
+    if ((g_torch_pid = fork()) == 0) {
+        dup2(req[0], 0);
+        dup2(ans[1], 1);
+        close(req[0]); close(req[1]); close(ans[0]); close(ans[1]);
+        execlp("python3", "python3", "tools/bench_torch.py", (char *)NULL);
+        _exit(127);
+    }
+    close(req[0]);
+    close(ans[1]);
+    if (g_torch_pid < 0) { perror("bench: fork"); close(req[1]); close(ans[0]); g_torch_pid = 0; return; }
+    g_torch_req = fdopen(req[1], "w");
+    g_torch_ans = fdopen(ans[0], "r");
+    char line[1024], err[200];
+    jv root;
+    if (!fgets(line, sizeof line, g_torch_ans) || json_parse(line, strlen(line), &root, err, sizeof err)) {
+        fprintf(stderr, "bench: the PyTorch reference did not start (no torch with CUDA here?); its columns stay empty\n");
+        torch_stop();
+        return;
+    }
+    const jv *tv = jget(&root, "torch");
+    jsonf("{\"kind\": \"torch\", \"version\": \"%s\"}", tv && tv->type == J_STR ? tv->str : "?");
+    jv_free(&root);
 }
 
 static void bench_gemm(gpu_state *g) {
@@ -116,67 +189,47 @@ static void bench_gemm(gpu_state *g) {
     for (int type = 0; type < 3; type++) {
         if (!type_wanted(type)) continue;
         int fn = type == 0 ? F_GEMM_BF16 : type == 1 ? F_GEMM_E4M3 : F_GEMM_S8;
-        fill(h, maxA, type);
-        cu.MemcpyHtoD(A, h, maxA);
-        fill(h, maxW, type);
-        cu.MemcpyHtoD(W, h, maxW);
+        size_t es = type == 0 ? 2 : 1;
+        fill(h, maxA / 2, type, SALT_A);
+        cu.MemcpyHtoD(A, h, maxA / 2 * es);
+        fill(h, maxW / 2, type, SALT_W);
+        cu.MemcpyHtoD(W, h, maxW / 2 * es);
         for (int s = 0; s < 4; s++)
             for (int mi = 0; mi < N_MS; mi++) {
                 if (!gemm_cell(type, mi)) continue;
                 int N = SHAPES[s][0], K = SHAPES[s][1], M = MS[mi];
                 glinear l = {.w = W, .scale = type ? sw : 0, .N = N, .K = K, .Kp = K};
                 int hopper = g->wgmma;
-                for (int pass = 0; pass < (g_compare_mma && hopper && M > GEMV_MAX_M ? 2 : 1); pass++) {   /* --compare-mma: the mma.sync tiles too */
-                    g->wgmma = pass ? 0 : hopper;
-                    gpu_gemm(g, fn, A, sa, &l, M, 0, O, N);   /* warm up */
-                    int reps = 1;
-                    double ms;
-                    for (;;) {
-                        t_start(g, &t);
-                        for (int r = 0; r < reps; r++) gpu_gemm(g, fn, A, sa, &l, M, 0, O, N);
-                        ms = t_stop_ms(g, &t);
-                        if (ms >= 30 || reps >= 4096) break;
-                        reps *= 2;
+                /* ours then PyTorch's, g_gemm_rounds times; each side's fastest round: the two see the same run of clocks */
+                for (int round = 0; round < g_gemm_rounds; round++) {
+                    for (int pass = 0; pass < (g_compare_mma && hopper && M > GEMV_MAX_M && !round ? 2 : 1); pass++) {   /* --compare-mma: the mma.sync tiles too */
+                        g->wgmma = pass ? 0 : hopper;
+                        gpu_gemm(g, fn, A, sa, &l, M, 0, O, N);   /* warm up */
+                        int reps = 1;
+                        double ms;
+                        for (;;) {
+                            t_start(g, &t);
+                            for (int r = 0; r < reps; r++) gpu_gemm(g, fn, A, sa, &l, M, 0, O, N);
+                            ms = t_stop_ms(g, &t);
+                            if (ms >= 30 || reps >= 4096) break;
+                            reps *= 2;
+                        }
+                        if (gpu_sync(g)) die("%s", w8a8_error());
+                        double *cell = &(pass ? mma_sync : ours)[type][s][mi], tf = 2.0 * M * N * K / (ms / reps * 1e-3) / 1e12;
+                        if (tf > *cell) *cell = tf;
                     }
-                    if (gpu_sync(g)) die("%s", w8a8_error());
-                    (pass ? mma_sync : ours)[type][s][mi] = 2.0 * M * N * K / (ms / reps * 1e-3) / 1e12;
+                    g->wgmma = hopper;
+                    double tf = torch_ask("tflops", "gemm %s %d %d %d", TYPES[type], N, K, M);
+                    if (!round || tf > theirs[type][s][mi]) theirs[type][s][mi] = tf;
                 }
+                struct timespec now;
+                clock_gettime(CLOCK_REALTIME, &now);
+                fprintf(stderr, "bench: %lld.%03ld %s %s M=%d: ours %.1f, PyTorch %.1f TFLOP/s\n", (long long)now.tv_sec, now.tv_nsec / 1000000, TYPES[type], SHAPE_NAMES[s], M,
+                        ours[type][s][mi], theirs[type][s][mi]);   /* progress, and a time to set beside the GPU's clock log */
                 g->wgmma = hopper;
             }
     }
     free(h); free(ones);
-}
-
-static void torch_reference(double *copy_gbs) {
-    char spec[512], cmd[1400], path[600];
-    int k = snprintf(spec, sizeof spec, "{\"shapes\": [[6144,4096],[4096,4096],[28672,4096],[4096,14336]], \"ms\": [");
-    for (int i = 0, first = 1; i < N_MS; i++)
-        if (m_wanted(i)) { k += snprintf(spec + k, sizeof spec - k, "%s%d", first ? "" : ",", MS[i]); first = 0; }
-    k += snprintf(spec + k, sizeof spec - k, "], \"types\": [");
-    for (int t = 0, first = 1; t < 3; t++)
-        if (type_wanted(t)) { k += snprintf(spec + k, sizeof spec - k, "%s\"%s\"", first ? "" : ",", TYPES[t]); first = 0; }
-    snprintf(spec + k, sizeof spec - k, "]}");
-    snprintf(path, sizeof path, "%s/torch.json", g_dir);
-    snprintf(cmd, sizeof cmd, "python3 tools/bench_torch.py '%s' > %s", spec, path);
-    fprintf(stderr, "bench: the PyTorch reference (%s) ...\n", cmd);
-    for (int a = 0; a < 3; a++) for (int s = 0; s < 4; s++) for (int m = 0; m < N_MS; m++) theirs[a][s][m] = -1;
-    if (system(cmd)) { fprintf(stderr, "bench: the PyTorch reference failed; its columns stay empty\n"); return; }
-    size_t n;
-    char *js = read_whole(path, &n), err[200];
-    jv root;
-    if (!js || json_parse(js, n, &root, err, sizeof err)) { fprintf(stderr, "bench: %s: %s\n", path, err); free(js); return; }
-    const jv *gm = jget(&root, "gemm"), *cb = jget(&root, "copy_gbs"), *tv = jget(&root, "torch");
-    if (cb && cb->type == J_NUM) *copy_gbs = cb->num;
-    for (int i = 0; gm && i < gm->n; i++) {
-        const jv *r = &gm->items[i], *dt = jget(r, "dtype"), *N = jget(r, "N"), *K = jget(r, "K"), *M = jget(r, "M"), *tf = jget(r, "tflops");
-        int a = !strcmp(dt->str, "bf16") ? 0 : !strcmp(dt->str, "fp8") ? 1 : 2, s = -1, m = -1;
-        for (int q = 0; q < 4; q++) if (SHAPES[q][0] == (int)N->num && SHAPES[q][1] == (int)K->num) s = q;
-        for (int q = 0; q < N_MS; q++) if (MS[q] == (int)M->num) m = q;
-        if (s >= 0 && m >= 0) theirs[a][s][m] = tf && tf->type == J_NUM ? tf->num : -1;
-    }
-    jsonf("{\"kind\": \"torch\", \"version\": \"%s\"}", tv && tv->type == J_STR ? tv->str : "?");
-    jv_free(&root);
-    free(js);
 }
 
 /* --- 3. the model: start, decode, TTFT, throughput --- */
@@ -307,6 +360,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--gemm-only")) gemm_only = 1;
         else if (!strcmp(argv[i], "--compare-mma")) g_compare_mma = 1;
         else if (!strcmp(argv[i], "--gemm-m") && i + 1 < argc) g_gemm_m = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--gemm-rounds") && i + 1 < argc) {
+            g_gemm_rounds = atoi(argv[++i]);
+            if (g_gemm_rounds < 1 || g_gemm_rounds > 100) die("--gemm-rounds: 1 to 100");
+        }
         else if (!strcmp(argv[i], "--gemm-types") && i + 1 < argc) {
             const char *t = argv[++i];
             g_gemm_types = (strstr(t, "bf16") ? 1 : 0) | (strstr(t, "fp8") ? 2 : 0) | (strstr(t, "int8") ? 4 : 0);
@@ -316,7 +373,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--ttft-only")) { g_ttft_only = 1; gemm = 0; }
         else { fprintf(stderr, "usage: bench [--dir DIR] [--json FILE] [--svg FILE] [--schemes bf16,fp8,int8] [--no-torch] [--no-gemm]\n"
                         "             [--config SYNTHETIC_CONFIG.json] [--ttft-only] [--gemm-only]\n"
-                        "             [--compare-mma] [--gemm-m M] [--gemm-types bf16,fp8,int8]\n"); return 2; }
+                        "             [--compare-mma] [--gemm-m M] [--gemm-types bf16,fp8,int8] [--gemm-rounds R]\n"); return 2; }
     }
     if (g_gemm_m) {
         char ms[128] = "";
@@ -348,6 +405,7 @@ int main(int argc, char **argv) {
      * cache (~/.nv/ComputeCache) too, which made "cold" compiles take 0.1 s after the first run on a machine;
      * with it off, cold is the first run on a fresh machine. */
     setenv("CUDA_CACHE_DISABLE", "1", 1);
+    signal(SIGPIPE, SIG_IGN);   /* a PyTorch reference that dies is a failed write to it, not our end */
     char cache[] = "/tmp/w8a8-bench-cache-XXXXXX";
     if (!mkdtemp(cache)) die("mkdtemp failed");
     setenv("W8A8_CACHE", cache, 1);
@@ -384,16 +442,18 @@ int main(int argc, char **argv) {
         jsonf("{\"kind\": \"copy\", \"gbs\": %.1f, \"note\": \"cuMemcpyDtoD of 1 GiB, bytes read + written\"}", g_copy_ours);
         fprintf(stderr, "bench: copy bandwidth %.0f GB/s\n", g_copy_ours);
     }
+    double copy_torch = -1;
     if (gemm) {   /* the GEMMs of every type: a module with all of them */
         w8a8_close(m);
         g_build_all = 1;
         m = open_model(schemes[0], 1, 256, NULL);
+        if (torch) torch_start();
         bench_gemm(m->gpu);
+        copy_torch = torch_ask("copy_gbs", "copy");
+        torch_stop();
         g_build_all = 0;
     }
     w8a8_close(m);
-    double copy_torch = 0;
-    if (gemm && torch) torch_reference(&copy_torch);
     if (gemm) {
         printf("\nGEMM TFLOP/s (ours / PyTorch = ratio), %s\n", dev);
         printf("%-8s %-6s", "shape", "type");
