@@ -110,7 +110,8 @@ def gemm(dtype, N, K, M):
 
 
 def copy():
-    weights.clear(), acts.clear()
+    weights.clear()
+    acts.clear()
     torch.cuda.empty_cache()
     n = 1 << 30
     src, dst = torch.empty(n, dtype=torch.uint8, device=dev), torch.empty(n, dtype=torch.uint8, device=dev)
@@ -121,7 +122,7 @@ def copy():
 print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name()}), flush=True)
 for line in sys.stdin:
     req = line.split()
-    if req[:1] == ["gemm"] and len(req) == 5 and req[1] in ("bf16", "fp8", "int8"):
+    if req[:1] == ["gemm"] and len(req) == 5 and req[1] in ("bf16", "fp8", "int8") and all(x.isdigit() for x in req[2:]):
         out = gemm(req[1], *map(int, req[2:]))
     elif req == ["copy"]:
         out = copy()
