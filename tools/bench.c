@@ -175,12 +175,12 @@ static void torch_start(void) {
 }
 
 static void bench_gemm(gpu_state *g) {
-    size_t maxA = (size_t)8192 * 14336 * 2, maxW = (size_t)28672 * 4096 * 2, maxO = (size_t)8192 * 28672 * 2;
+    size_t nA = (size_t)8192 * 14336, nW = (size_t)28672 * 4096, maxO = (size_t)8192 * 28672 * 2;   /* the largest A and W, in values */
     CUdeviceptr A, W, O, sa, sw;
-    if (gpu_alloc(g, &A, maxA, "bench A") || gpu_alloc(g, &W, maxW, "bench W") || gpu_alloc(g, &O, maxO, "bench out") ||
+    if (gpu_alloc(g, &A, 2 * nA, "bench A") || gpu_alloc(g, &W, 2 * nW, "bench W") || gpu_alloc(g, &O, maxO, "bench out") ||
         gpu_alloc(g, &sa, 4 * 8192, "scales") || gpu_alloc(g, &sw, 4 * 28672, "scales"))
         die("%s", w8a8_error());
-    unsigned char *h = malloc(maxA > maxW ? maxA : maxW);
+    unsigned char *h = malloc(2 * (nA > nW ? nA : nW));
     float *ones = malloc(4 * 28672);
     for (int i = 0; i < 28672; i++) ones[i] = 1.0f / 64;
     cu.MemcpyHtoD(sa, ones, 4 * 8192);
@@ -190,10 +190,10 @@ static void bench_gemm(gpu_state *g) {
         if (!type_wanted(type)) continue;
         int fn = type == 0 ? F_GEMM_BF16 : type == 1 ? F_GEMM_E4M3 : F_GEMM_S8;
         size_t es = type == 0 ? 2 : 1;
-        fill(h, maxA / 2, type, SALT_A);
-        cu.MemcpyHtoD(A, h, maxA / 2 * es);
-        fill(h, maxW / 2, type, SALT_W);
-        cu.MemcpyHtoD(W, h, maxW / 2 * es);
+        fill(h, nA, type, SALT_A);
+        cu.MemcpyHtoD(A, h, nA * es);
+        fill(h, nW, type, SALT_W);
+        cu.MemcpyHtoD(W, h, nW * es);
         for (int s = 0; s < 4; s++)
             for (int mi = 0; mi < N_MS; mi++) {
                 if (!gemm_cell(type, mi)) continue;
