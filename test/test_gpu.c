@@ -540,18 +540,28 @@ static void test_gpu_kernels(void) {
         free(in); free(hv); free(q); free(s); free(ml); free(h13); free(got); free(want); free(unkept);
     }
 
-    /* argmax: the first of equal maxima */
+    /* argmax: the first of equal maxima; rows whose length is a multiple of 4 (16-byte loads) and not; the rows
+     * picked through `rows`; a maximum in the last few entries */
     {
-        int V = 50000, out = -1;
-        float *lg = malloc(sizeof(float) * V);
-        for (int i = 0; i < V; i++) lg[i] = nrand();
-        lg[31337] = 9; lg[40000] = 9;
-        CUdeviceptr dl = dev_from(g, lg, sizeof(float) * V), dout = dev_from(g, NULL, sizeof(int)), none = 0;
-        void *args[] = {&dl, &none, &V, &dout};
-        launch(g, F_ARGMAX, 1, 1, 1, 1024, args);
-        dev_to(g, &out, dout, sizeof(int));
-        result(out == 31337, "GPU argmax_rows: the first maximum, as the CPU's argmax", "got %d", out);
-        free(lg);
+        int Vs[2] = {50000, 50001};
+        for (int k = 0; k < 2; k++) {
+            int V = Vs[k], R = 3, pick[2] = {2, 0}, out[2] = {-1, -1};
+            float *lg = malloc(sizeof(float) * V * R);
+            for (int i = 0; i < V * R; i++) lg[i] = nrand();
+            lg[31337] = 9; lg[40000] = 9;                         /* row 0: two equal maxima */
+            lg[2 * V + V - 1] = 7; lg[2 * V + V - 3] = 7;         /* row 2: at the end */
+            CUdeviceptr dl = dev_from(g, lg, sizeof(float) * V * R), dout = dev_from(g, NULL, sizeof(out)), none = 0;
+            CUdeviceptr drows = dev_from(g, pick, sizeof(pick));
+            void *args[] = {&dl, &none, &V, &dout};
+            launch(g, F_ARGMAX, 1, 1, 1, 1024, args);
+            dev_to(g, out, dout, sizeof(int));
+            result(out[0] == 31337, path("GPU argmax_rows: the first maximum, as the CPU's argmax (rows of %d)", V), "got %d", out[0]);
+            void *args2[] = {&dl, &drows, &V, &dout};
+            launch(g, F_ARGMAX, 2, 1, 1, 1024, args2);
+            dev_to(g, out, dout, sizeof(out));
+            result(out[0] == V - 3 && out[1] == 31337, path("GPU argmax_rows: rows picked, a maximum near the end (rows of %d)", V), "got %d %d", out[0], out[1]);
+            free(lg);
+        }
     }
     result(gpu_sync(g) == 0, "GPU kernels: no launch or execution error", "%s", w8a8_error());
     w8a8_close(m);
