@@ -218,7 +218,6 @@ static void bench_gemm(gpu_state *g) {
                         double *cell = &(pass ? mma_sync : ours)[type][s][mi], tf = 2.0 * M * N * K / (ms / reps * 1e-3) / 1e12;
                         if (tf > *cell) *cell = tf;
                     }
-                    g->wgmma = hopper;
                     double tf = torch_ask("tflops", "gemm %s %d %d %d", TYPES[type], N, K, M);
                     if (!round || tf > theirs[type][s][mi]) theirs[type][s][mi] = tf;
                 }
