@@ -1457,12 +1457,12 @@ static char *kernel_text(void) {
 
 /* The kernels, in the order of gpu_state's f[] */
 enum { F_EMBED, F_RMSNORM, F_SILU, F_GEMM_BF16, F_GEMM_E4M3, F_GEMM_S8, F_GEMV_BF16, F_GEMV_E4M3, F_GEMV_S8,
-       F_GEMM90_BF16, F_GEMM90_BF16_WIDE, F_GEMM90_E4M3 /* 128 columns only */, F_GEMM90_S8, F_GEMM90_S8_WIDE,
+       F_GEMM90_BF16, F_GEMM90_BF16_WIDE, F_GEMM90_E4M3, F_GEMM90_E4M3_WIDE /* 192 columns */, F_GEMM90_S8, F_GEMM90_S8_WIDE,
        F_GEMM90_BF16_SWAP, F_GEMM90_E4M3_SWAP, F_GEMM90_S8_SWAP /* in F_GEMM_ order */, F_ROPE, F_ATTN, F_ATTN_TC, F_COMBINE_QUANT,
        F_ARGMAX, F_NLL, F_ABSMAX, F_COUNT };
 static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "silu_mul_quant", "gemm_bf16", "gemm_e4m3",
                                             "gemm_s8", "gemv_bf16", "gemv_e4m3", "gemv_s8", "gemm90_bf16_128", "gemm90_bf16_256",
-                                            "gemm90_e4m3_128", "gemm90_s8_128", "gemm90_s8_256", "gemm90_bf16_swap",
+                                            "gemm90_e4m3_128", "gemm90_e4m3_192", "gemm90_s8_128", "gemm90_s8_256", "gemm90_bf16_swap",
                                             "gemm90_e4m3_swap", "gemm90_s8_swap", "rope_kv", "attention",
                                             "attention_tc", "attention_combine_quant", "argmax_rows", "row_nll", "col_absmax"};
 
@@ -1478,7 +1478,7 @@ static const char *kernel_names[F_COUNT] = {"embed", "rmsnorm_quant", "silu_mul_
 static const unsigned char kernel_part[F_COUNT] = {
     [F_GEMM90_BF16] = 0, [F_GEMM90_BF16_SWAP] = 0, [F_GEMM90_E4M3_SWAP] = 0, [F_GEMM90_S8_SWAP] = 0,
     [F_GEMM90_E4M3] = 1, [F_GEMM90_S8] = 1, [F_GEMM90_BF16_WIDE] = 1,
-    [F_GEMM90_S8_WIDE] = 2, [F_ROPE] = 2, [F_COMBINE_QUANT] = 2, [F_RMSNORM] = 2,
+    [F_GEMM90_S8_WIDE] = 2, [F_GEMM90_E4M3_WIDE] = 2, [F_ROPE] = 2, [F_COMBINE_QUANT] = 2, [F_RMSNORM] = 2,
     [F_ATTN] = 3, [F_ATTN_TC] = 3,
     [F_GEMV_BF16] = 4, [F_GEMV_E4M3] = 4, [F_GEMV_S8] = 4, [F_GEMM_BF16] = 4, [F_GEMM_E4M3] = 4, [F_GEMM_S8] = 4,
     [F_EMBED] = 5, [F_SILU] = 5, [F_ARGMAX] = 5, [F_NLL] = 5, [F_ABSMAX] = 5};
@@ -1748,6 +1748,7 @@ struct gpu_state {
     int no_gemv;                  /* 1: every GEMM through the mma tiles ($W8A8_NO_GEMV, for comparison) */
     int wgmma;                    /* GEMMs the gemv does not take run the wgmma kernel (sm_90, unless $W8A8_NO_WGMMA=1) */
     int exact_fp8;                /* FP8 GEMMs stay off the wgmma path (w8a8_options.exact_fp8) */
+    int fp8_tile;                 /* $W8A8_FP8_TILE: 128 or 192 forces the FP8 wgmma tile's width (timings); 0, chosen by shape */
     int gemm_pairs;               /* wgmma GEMM: clusters of two blocks that fit on the GPU at once (0: no clusters) */
     int split_k;                  /* wgmma GEMM: K split over blocks where the tiles are too few ($W8A8_NO_SPLIT_K=1: not) */
     int swap;                     /* wgmma GEMM: up to 64 rows with the weights as the 64-row side ($W8A8_NO_SWAP=1: not) */
@@ -2057,6 +2058,8 @@ static int gpu_open(w8a8_model *m) {
     if (g->cc == 90 && cu.FuncSetAttribute && cu.TensorMapEncodeTiled && !env_on("W8A8_NO_WGMMA")) {
         g->wgmma = 1;
         g->swap = !env_on("W8A8_NO_SWAP");
+        const char *ft = getenv("W8A8_FP8_TILE");
+        g->fp8_tile = ft ? atoi(ft) : 0;
         for (int i = F_GEMM90_BF16; i <= F_GEMM90_S8_SWAP; i++)
             if ((r = cu.FuncSetAttribute(g->f[i], CU_FUNC_MAX_DYNAMIC_SHARED, HOPPER_SMEM)))
                 return fail(W8A8_ERR_GPU, "%s: %d bytes of shared memory: %s", kernel_names[i], HOPPER_SMEM, cu_str(r));
@@ -2201,11 +2204,21 @@ static int tma_encode(tma_map *map, CUdeviceptr p, int type, int es, int cols, i
  * it can address it: out 16-byte aligned, rows a multiple of 16 bytes apart. */
 static int tma_out_ok(CUdeviceptr out, int N, int ldo, int es) { return !((N | ldo) & 1) && !(out & 15) && !((size_t)ldo * es & 15); }
 
+/* The FP8 tile 192 columns wide reads less shared memory a FLOP than the 128-column one (each warpgroup's n192
+ * wgmma reads its 64 rows of A once for 192 columns, not 128) and ran 5-10 % faster where both fill the GPU's waves
+ * alike (H100 run122: qkv and gate+up at M >= 1024); but N = 4096 makes 21.3 tiles of 192 against 32 of 128, and
+ * where its last wave is partly idle (o and down at M = 1024-4096) it was up to 20 % slower. So: whichever takes
+ * fewer waves, a wave of 192-column tiles counted as 192 / 128 / 1.08 of one of 128. */
+static int fp8_wide_faster(int tiles_m, int N, int sms) {
+    int waves128 = (tiles_m * ((N + 127) / 128) + sms - 1) / sms, waves192 = (tiles_m * ((N + 191) / 192) + sms - 1) / sms;
+    return waves192 * 192 < waves128 * 128 * 1.08;
+}
+
 /* y = linear(act) with the epilogue: out_mode 0 bf16 store, 1 add into fp32, 2 fp32 store (3, the gemv only:
  * silu(gate) * up, fp32). Up to GEMV_MAX_M rows (decode) stream the weights with the gemv kernels, one block
  * an SM, which can also make their input (`in`: null, or IN_ACT, for act); more go through the wgmma kernel on Hopper (a
  * persistent grid, one block an SM; up to 64 rows with the operands swapped; 256-column tiles where there are
- * enough of them to fill the GPU, else 128; FP8 always 128; blocks in pairs that share the weight tile where
+ * enough of them to fill the GPU, else 128; FP8 128 or 192 by fp8_wide_faster; blocks in pairs that share the weight tile where
  * there are two row tiles or more; K split over blocks where the tiles are too few) or the mma tiles elsewhere. */
 static int gpu_gemm_in(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, const glinear *l, int M, int out_mode, CUdeviceptr out, int ldo,
                        const gemv_in *in) {
@@ -2222,15 +2235,17 @@ static int gpu_gemm_in(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, cons
          * tile is not mostly rows of zeros (the 128-row tile at M = 16 multiplies 7/8 zeros) */
         int all_built = fn != F_GEMM_BF16 || (g->build & BUILD_BF16);   /* not just the plain 128-column kernel */
         int swap = M <= 64 && g->swap && all_built, rows = swap ? 64 : 128, tiles_m = (M + rows - 1) / rows;
-        int wide = !swap && all_built && fn != F_GEMM_E4M3 && tiles_m * ((l->N + 255) / 256) >= g->sms, bn = wide ? 256 : 128;
+        int fp8 = fn == F_GEMM_E4M3, wide = !swap && all_built && !fp8 && tiles_m * ((l->N + 255) / 256) >= g->sms;
+        if (fp8 && !swap) wide = g->fp8_tile ? g->fp8_tile == 192 : fp8_wide_faster(tiles_m, l->N, g->sms);
+        int bn = wide ? (fp8 ? 192 : 256) : 128;
         int kernel = swap ? F_GEMM90_BF16_SWAP + (fn - F_GEMM_BF16)
-                          : fn == F_GEMM_BF16 ? F_GEMM90_BF16 + wide : fn == F_GEMM_E4M3 ? F_GEMM90_E4M3 : F_GEMM90_S8 + wide;
+                          : fn == F_GEMM_BF16 ? F_GEMM90_BF16 + wide : fp8 ? F_GEMM90_E4M3 + wide : F_GEMM90_S8 + wide;
         int pair = tiles_m >= 2 && g->gemm_pairs > 0, units = (tiles_m + pair) / (1 + pair) * ((l->N + bn - 1) / bn), rc;
         /* too few tiles to keep every SM streaming weights (few rows): K split in up to 16 parts, one item an SM.
          * Not for a third of the SMs or more with a short K: the halves' start and merge cost more than the idle
          * SMs (H100 run40: qkv at M = 16, 48 tiles of 32 steps, 40 -> 38 TFLOP/s split in two; o and down, 32
          * tiles, 28 -> 31 and 36 -> 51 split in four; down at M = 256, 64 tiles of 112 steps, 544 -> 692 in two) */
-        int tiles = units << pair, steps = (Kb + 127) / 128, splits = g->split_k ? g->sms / tiles : 1;
+        int tiles = units << pair, steps = (Kb + 127) / 128, splits = g->split_k && !(fp8 && wide) ? g->sms / tiles : 1;
         if (3 * tiles > g->sms && steps < 64) splits = 1;
         if (splits > 16) splits = 16;
         if (splits > steps) splits = steps;   /* every split has a step */

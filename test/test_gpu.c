@@ -132,19 +132,21 @@ static void test_gpu_kernels(void) {
     /* GEMM, each kernel family and type, ragged shapes, three epilogues: the mma.sync tiles (sm_80 and later),
      * the decode gemv (M <= 4) and, on Hopper, the wgmma kernel (at every M, 128- and 256-column tiles, blocks in
      * pairs or not, K split over blocks or not, up to 64 rows with the operands swapped: all but the last two
-     * shapes have too few tiles to fill the GPU), and the unswapped wgmma tiles at those few rows too. The
+     * shapes have too few tiles to fill the GPU), and the unswapped wgmma tiles at those few rows too; FP8 also on
+     * its 192-column tile (one accumulator a warpgroup) at every M, which must give the 128-column tile's bits. The
      * wgmma kernel runs twice and must give the same bits: the split sums are added in a fixed order. */
     int shapes[][3] = {{1, 64, 64}, {2, 72, 960}, {4, 264, 4160}, {5, 100, 172}, {37, 300, 1500}, {64, 128, 256}, {130, 200, 320},
                        {256, 520, 1024}, {300, 256, 2048}, {24, 17000, 192}, {1100, 4200, 192}};
-    int n_shapes = sizeof shapes / sizeof *shapes, keep_gemv = g->no_gemv, keep_wgmma = g->wgmma, keep_swap = g->swap;
-    const char *family[] = {"mma.sync", "gemv", "wgmma", "wgmma unswapped"};
-    for (int fam = 0; fam < 4; fam++)
+    int n_shapes = sizeof shapes / sizeof *shapes, keep_gemv = g->no_gemv, keep_wgmma = g->wgmma, keep_swap = g->swap, keep_tile = g->fp8_tile;
+    const char *family[] = {"mma.sync", "gemv", "wgmma", "wgmma unswapped", "wgmma 192 columns"};
+    for (int fam = 0; fam < 5; fam++)
     for (int type = 0; type < 3; type++) {
-        if (type == 1 && !fp8) continue;
+        if ((type == 1 && !fp8) || (fam == 4 && type != 1)) continue;
         if (fam >= 2 && !keep_wgmma) { skip(path("GPU gemm_%s (%s) == CPU", mode_name[type], family[fam]), "not a Hopper GPU (or $W8A8_NO_WGMMA=1)"); continue; }
         g->no_gemv = fam != 1;
         g->wgmma = fam >= 2;
         g->swap = fam == 2 && keep_swap;
+        g->fp8_tile = fam == 4 ? 192 : keep_tile;
         int fn = type == 0 ? F_GEMM_BF16 : type == 1 ? F_GEMM_E4M3 : F_GEMM_S8, es = type == 0 ? 2 : 1, bad = 0, emu[4] = {0}, outputs = 0;
         double worst = 0;
         for (int sh_ = 0; sh_ < n_shapes; sh_++) {
@@ -208,6 +210,13 @@ static void test_gpu_kernels(void) {
                         dev_to(g, g2, again, sizeof(float) * M * N);
                         if (memcmp(got, g2, sizeof(float) * M * N) && bad++ < 3) printf("  %s M%d N%d K%d: swapped and unswapped differ\n", mode_name[type], M, N, K);
                     }
+                    if (fam == 4) {   /* each output the same sums in the same order as on the 128-column tile */
+                        g->fp8_tile = 128;
+                        if (gpu_gemm(g, fn, dA, dsa, &gl, M, out_mode, again, N) || gpu_sync(g)) bad++;
+                        g->fp8_tile = 192;
+                        dev_to(g, g2, again, sizeof(float) * M * N);
+                        if (memcmp(got, g2, sizeof(float) * M * N) && bad++ < 3) printf("  %s M%d N%d K%d: 192- and 128-column tiles differ\n", mode_name[type], M, N, K);
+                    }
                     free(g2);
                 }
                 for (int r = 0; r < M; r++)
@@ -251,7 +260,8 @@ static void test_gpu_kernels(void) {
         }
         result(!bad, path("GPU gemm_%s (%s) == CPU at M %s, ragged N and K, bf16/add/fp32 epilogues%s", mode_name[type], family[fam],
                           fam == 1 ? "1..4" : fam == 3 ? "1..64" : "1..1100",
-                          fam == 2 ? ", the same bits twice and swapped or not" : fam == 3 ? ", the same bits twice" : ""),
+                          fam == 2 ? ", the same bits twice and swapped or not" : fam == 3 ? ", the same bits twice"
+                                   : fam == 4 ? ", the same bits twice and as the 128-column tile" : ""),
                "%d of %d wrong; worst |err| / sum|a w| = %.1e%s", bad, outputs, worst, type == 2 ? " (int8: exact)" : "");
         if (type != 2 && fam != 1)
             printf("  accumulation: of %d outputs, %d equal the exactly-rounded sum, %d a per-instruction round-to-nearest sum, %d round-toward-zero\n",
@@ -260,13 +270,15 @@ static void test_gpu_kernels(void) {
     g->no_gemv = keep_gemv;
     g->wgmma = keep_wgmma;
     g->swap = keep_swap;
+    g->fp8_tile = keep_tile;
 
     /* FP8 on Hopper's wgmma over a long K with every product positive, where the sum only grows: the kernel must
      * keep adding its 128-value steps in fp32. Left in the tensor cores' accumulator ("fast accumulation", ~14 bits
      * kept, truncated) the sums came out 7 % low at K = 4096 and 22 % at 14336; promoted, 7.7e-4 (H100 run56).
      * K is not split over blocks here: each split starts a fresh accumulator, which would hide the loss. */
-    if (fp8 && keep_wgmma && !g->exact_fp8) {
+    for (int tile = 128; tile <= 192 && fp8 && keep_wgmma && !g->exact_fp8; tile += 64) {
         int M = 256, N = 256, K = 4096, keep_split = g->split_k;
+        g->fp8_tile = tile;
         g->split_k = 0;
         unsigned char *A = malloc((size_t)M * K), *Wt = malloc((size_t)N * K);
         float *av = malloc(sizeof(float) * M * K), *wv = malloc(sizeof(float) * N * K), *got = malloc(sizeof(float) * M * N);
@@ -289,10 +301,11 @@ static void test_gpu_kernels(void) {
                     worst = fmax(worst, fabs(got[r * N + n] - ref) / ref);
                 }
         }
-        result(!rc && worst < 2e-3, "GPU gemm_fp8 (wgmma) sums K in fp32 steps: all-positive products, K 4096, within 2e-3",
+        result(!rc && worst < 2e-3, path("GPU gemm_fp8 (wgmma, %d-column tile) sums K in fp32 steps: all-positive products, K 4096, within 2e-3", tile),
                "%s worst relative error %.1e", rc ? w8a8_error() : "", worst);
         free(A); free(Wt); free(av); free(wv); free(got); free(ones);
         g->split_k = keep_split;
+        g->fp8_tile = keep_tile;
     }
 
     /* RoPE + KV write, with and without q/k norm, and into an fp8 cache */

@@ -89,10 +89,10 @@ static const int MS[] = {1, 16, 64, 256, 1024, 2048, 4096, 8192};
 #define N_MS (int)(sizeof MS / sizeof *MS)
 static const char *TYPES[3] = {"bf16", "fp8", "int8"};
 static int g_compare_mma;
-static int g_gemm_m, g_gemm_types = 7;   /* --gemm-m M, --gemm-types T,...: only that M, those types (A/Bs of kernel variants) */
+static int g_gemm_m, g_gemm_types = 7;   /* --gemm-m M,...: only those M (bits of MS); --gemm-types T,...: those types (A/Bs of kernel variants) */
 static int g_gemm_rounds = 2;            /* --gemm-rounds R: ours and PyTorch's in turn, R times a cell */
 static int type_wanted(int type) { return g_gemm_types >> type & 1; }
-static int m_wanted(int mi) { return !g_gemm_m || MS[mi] == g_gemm_m; }
+static int m_wanted(int mi) { return !g_gemm_m || (g_gemm_m >> mi & 1); }
 static int gemm_cell(int type, int mi) { return type_wanted(type) && m_wanted(mi); }
 static double ours[3][4][N_MS], theirs[3][4][N_MS], mma_sync[3][4][N_MS];   /* mma_sync: the sm_80 tiles, on Hopper too */
 
@@ -358,7 +358,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--no-gemm")) gemm = 0;
         else if (!strcmp(argv[i], "--gemm-only")) gemm_only = 1;
         else if (!strcmp(argv[i], "--compare-mma")) g_compare_mma = 1;
-        else if (!strcmp(argv[i], "--gemm-m") && i + 1 < argc) g_gemm_m = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--gemm-m") && i + 1 < argc) {
+            for (char *p = argv[++i]; *p; p += *p == ',') {
+                int m = (int)strtol(p, &p, 10), mi = 0;
+                while (mi < N_MS && MS[mi] != m) mi++;
+                if (mi == N_MS || (*p && *p != ',')) die("--gemm-m: M from the table, comma-separated (%d is not one)", m);
+                g_gemm_m |= 1 << mi;
+            }
+        }
         else if (!strcmp(argv[i], "--gemm-rounds") && i + 1 < argc) {
             g_gemm_rounds = atoi(argv[++i]);
             if (g_gemm_rounds < 1 || g_gemm_rounds > 100) die("--gemm-rounds: 1 to 100");
@@ -372,16 +379,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--ttft-only")) { g_ttft_only = 1; gemm = 0; }
         else { fprintf(stderr, "usage: bench [--dir DIR] [--json FILE] [--svg FILE] [--schemes bf16,fp8,int8] [--no-torch] [--no-gemm]\n"
                         "             [--config SYNTHETIC_CONFIG.json] [--ttft-only] [--gemm-only]\n"
-                        "             [--compare-mma] [--gemm-m M] [--gemm-types bf16,fp8,int8] [--gemm-rounds R]\n"); return 2; }
-    }
-    if (g_gemm_m) {
-        char ms[128] = "";
-        int ok = 0;
-        for (int i = 0; i < N_MS; i++) {
-            ok |= m_wanted(i);
-            snprintf(ms + strlen(ms), sizeof ms - strlen(ms), "%s%d", i ? ", " : "", MS[i]);
-        }
-        if (!ok) die("--gemm-m %d: one of the table's M (%s)", g_gemm_m, ms);
+                        "             [--compare-mma] [--gemm-m M,...] [--gemm-types bf16,fp8,int8] [--gemm-rounds R]\n"); return 2; }
     }
     char jp[600], sp[600];
     if (!json_path) { snprintf(jp, sizeof jp, "%s/bench.json", g_dir); json_path = jp; }
