@@ -8,7 +8,9 @@
  * after the warm-up, the prefill and the decode steps, so the phases do not mix (all on stderr). Events add
  * a gap around every launch, so small kernels look dearer than they are inside a graph; W8A8_SKIP=name (a
  * kernel of kernel_names, e.g. rmsnorm_quant or gemv_e4m3) drops that kernel's launches instead, so the wall
- * time against a run without it is its true share. The outputs are then wrong: timings only. */
+ * time against a run without it is its true share. The outputs are then wrong: timings only. Without
+ * W8A8_PROFILE the decode steps are timed twice more, S steps each: without sampling (no token comes back
+ * between steps), and the step's graph alone replayed (no host copies); what is left of a step is the host's. */
 static int prof_skip(int f);
 #define W8A8_LAUNCH_HOOK(f) prof_skip(f)
 #include "../w8a8.c"
@@ -38,7 +40,7 @@ int main(int argc, char **argv) {
     const char *path = argv[1];
     int B = atoi(argv[2]), P = atoi(argv[3]), S = atoi(argv[4]);
     w8a8_options o = w8a8_default_options();
-    o.require_gpu = 1; o.max_batch = B; o.max_context = P + S + 16;
+    o.require_gpu = 1; o.max_batch = B; o.max_context = P + 2 * S + 16;
     w8a8_model *m;
     if (w8a8_open(&m, path, &o)) { fprintf(stderr, "%s\n", w8a8_error()); return 1; }
     fprintf(stderr, "== %s; wgmma GEMM blocks in pairs: %s (%d at once)\n", w8a8_device_name(m), m->gpu->gemm_pairs ? "yes" : "no", m->gpu->gemm_pairs);
@@ -64,6 +66,25 @@ int main(int argc, char **argv) {
     double w = seconds() - t0;
     report(m, ph, w);
     fprintf(stderr, "== per step %.3f ms\n", w / S * 1e3);
+    /* what of a step is the host's: the same S steps without sampling (no token comes back between them), and the
+     * step's CUDA graph replayed S times at the last position (no host copies either) */
+    gpu_state *g = m->gpu;
+    if (!g->prof) {
+        t0 = seconds();
+        for (int s = 0; s < S; s++) if (w8a8_step(m, B, seqs, tok)) { fprintf(stderr, "%s\n", w8a8_error()); return 1; }
+        gpu_sync(g);
+        double ws = seconds() - t0;
+        gpu_graph *gr = NULL;
+        for (int i = 0; i < g->n_graphs; i++) if (g->graphs[i].n == B) gr = &g->graphs[i];
+        double wg = 0;
+        if (gr) {
+            t0 = seconds();
+            for (int s = 0; s < S; s++) cu.GraphLaunch(gr->exec, g->stream);
+            gpu_sync(g);
+            wg = seconds() - t0;
+        }
+        fprintf(stderr, "== per step without sampling %.3f ms; the graph alone %.3f ms\n", ws / S * 1e3, wg / S * 1e3);
+    }
     w8a8_close(m);
     return 0;
 }
