@@ -133,7 +133,10 @@ static void test_gpu_kernels(void) {
      * the decode gemv (M <= 4) and, on Hopper, the wgmma kernel (at every M, 128- and 256-column tiles, blocks in
      * pairs or not, K split over blocks or not, up to 64 rows with the operands swapped: all but the last two
      * shapes have too few tiles to fill the GPU), and the unswapped wgmma tiles at those few rows too; FP8 also on
-     * its 192-column tile (one accumulator a warpgroup) at every M, which must give the 128-column tile's bits. The
+     * its 192-column tile (one accumulator a warpgroup) at every M, which must give the 128-column tile's bits (here
+     * the 128 tile's K splits, where it splits, are one step each: a split of several steps adds its steps' sums
+     * in another order, so a split tile's bits differ from an unsplit one's; the host never splits where it takes
+     * the 192 tile, which it takes only where 128-column tiles fill two waves or more). The
      * wgmma kernel runs twice and must give the same bits: the split sums are added in a fixed order. */
     int shapes[][3] = {{1, 64, 64}, {2, 72, 960}, {4, 264, 4160}, {5, 100, 172}, {37, 300, 1500}, {64, 128, 256}, {130, 200, 320},
                        {256, 520, 1024}, {300, 256, 2048}, {24, 17000, 192}, {1100, 4200, 192}};
