@@ -467,8 +467,8 @@ int main(int argc, char **argv) {
                     if (r > 0) snprintf(cell, sizeof cell, "%.0f/%.0f=%.2f", o, r, o / r);
                     else snprintf(cell, sizeof cell, "%.1f/-", o);
                     printf(" %20s", cell);
-                    jsonf("{\"kind\": \"gemm\", \"shape\": \"%s\", \"N\": %d, \"K\": %d, \"M\": %d, \"type\": \"%s\", \"tflops\": %.2f, \"torch_tflops\": %s%.2f, "
-                          "\"ratio\": %.3f, \"mma_sync_tflops\": %.2f}", SHAPE_NAMES[s], SHAPES[s][0], SHAPES[s][1], MS[mi], TYPES[type], o, "",
+                    jsonf("{\"kind\": \"gemm\", \"shape\": \"%s\", \"N\": %d, \"K\": %d, \"M\": %d, \"type\": \"%s\", \"tflops\": %.2f, \"torch_tflops\": %.2f, "
+                          "\"ratio\": %.3f, \"mma_sync_tflops\": %.2f}", SHAPE_NAMES[s], SHAPES[s][0], SHAPES[s][1], MS[mi], TYPES[type], o,
                           r > 0 ? r : -1.0, r > 0 ? o / r : -1.0, mma_sync[type][s][mi]);
                 }
                 printf("\n");
