@@ -2244,8 +2244,10 @@ static int gpu_gemm_in(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, cons
         /* too few tiles to keep every SM streaming weights (few rows): K split in up to 16 parts, one item an SM.
          * Not for a third of the SMs or more with a short K: the halves' start and merge cost more than the idle
          * SMs (H100 run40: qkv at M = 16, 48 tiles of 32 steps, 40 -> 38 TFLOP/s split in two; o and down, 32
-         * tiles, 28 -> 31 and 36 -> 51 split in four; down at M = 256, 64 tiles of 112 steps, 544 -> 692 in two) */
-        int tiles = units << pair, steps = (Kb + 127) / 128, splits = g->split_k && !(fp8 && wide) ? g->sms / tiles : 1;
+         * tiles, 28 -> 31 and 36 -> 51 split in four; down at M = 256, 64 tiles of 112 steps, 544 -> 692 in two).
+         * Only 128-column tiles split: the kernel merges only those, and the workspace holds one's sums an item (the
+         * wide tiles are taken where they fill the GPU anyway; W8A8_FP8_TILE=192 forces them on fewer rows too) */
+        int tiles = units << pair, steps = (Kb + 127) / 128, splits = g->split_k && !wide ? g->sms / tiles : 1;
         if (3 * tiles > g->sms && steps < 64) splits = 1;
         if (splits > 16) splits = 16;
         if (splits > steps) splits = steps;   /* every split has a step */
