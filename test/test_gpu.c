@@ -3,6 +3,7 @@
  * kernel cache. Each skips, saying why, where there is no GPU. */
 
 static char gpu_skip_why[1100];
+static int gpu_broke;   /* the driver sees a GPU, but the engine did not start on it: a failure, not a skip */
 
 static w8a8_model *open_gpu_exact(const char *p, int batch, int exact_fp8) {
     w8a8_options o = w8a8_default_options();
@@ -10,13 +11,28 @@ static w8a8_model *open_gpu_exact(const char *p, int batch, int exact_fp8) {
     o.max_batch = batch;
     o.exact_fp8 = exact_fp8;
     w8a8_model *m = NULL;
-    if (!p || w8a8_open(&m, p, &o)) { snprintf(gpu_skip_why, sizeof gpu_skip_why, "no GPU: %s", w8a8_error()); return NULL; }
+    if (!p) { snprintf(gpu_skip_why, sizeof gpu_skip_why, "the test model is missing"); return NULL; }
+    if (w8a8_open(&m, p, &o)) {
+        const char *e = w8a8_error();
+        /* what this machine lacks (no GPU, too old a GPU, no NVRTC) skips; anything else on a GPU is a bug */
+        int lacks = cuda_load() || strstr(e, "older than") || strstr(e, "has no FP8") || strstr(e, "NVRTC not found");
+        snprintf(gpu_skip_why, sizeof gpu_skip_why, "%s%s", lacks ? "no GPU: " : "", e);
+        if (!lacks) gpu_broke = 1;
+        return NULL;
+    }
     return m;
 }
 static w8a8_model *open_gpu(const char *p, int batch) { return open_gpu_exact(p, batch, 0); }
 static int have_gpu(void) {
+    gpu_broke = 0;
     if (cuda_load()) { snprintf(gpu_skip_why, sizeof gpu_skip_why, "no GPU: %s", w8a8_error()); return 0; }
     return 1;
+}
+/* a test that could not open its model on the GPU: skipped where the machine lacks what it needs, failed where
+ * the GPU is there and the engine broke (so a broken start cannot pass as "no GPU") */
+static void gpu_skip(const char *name) {
+    if (gpu_broke) result(0, name, "the GPU is there, but the engine did not start on it: %s", gpu_skip_why);
+    else skip(name, gpu_skip_why);
 }
 
 static uint64_t trng = 0x853c49e6748fea9bull;
@@ -79,11 +95,11 @@ static void attention_vs_double(const uint16_t *qkv, const float *kc, const floa
 }
 
 static void test_gpu_kernels(void) {
-    if (!have_gpu()) { skip("GPU kernels vs CPU reference", gpu_skip_why); return; }
+    if (!have_gpu()) { gpu_skip("GPU kernels vs CPU reference"); return; }
     g_build_all = 1;   /* every type's kernels, whatever the model's scheme */
     w8a8_model *m = open_gpu(model("tinystories-656k", "fp8"), 1);
     g_build_all = 0;
-    if (!m) { skip("GPU kernels vs CPU reference", gpu_skip_why); return; }
+    if (!m) { gpu_skip("GPU kernels vs CPU reference"); return; }
     gpu_state *g = m->gpu;
     const char *mode_name[] = {"bf16", "fp8", "int8"};
     int fp8 = g->cc >= 89;
@@ -585,7 +601,7 @@ static void test_gpu_kernels(void) {
 
 /* the whole model: GPU against the CPU reference on the same file */
 static void test_gpu_e2e(void) {
-    if (!have_gpu()) { skip("GPU end to end", gpu_skip_why); return; }
+    if (!have_gpu()) { gpu_skip("GPU end to end"); return; }
     const char *names[] = {"stories260K", "tinystories-656k"};
     const char *schemes[] = {"bf16", "fp8", "int8", "fp8-static", "fp8-smooth", "int8-sq", "int8-sq-dynamic", "fp8-kvfp8", "bf16-kvfp8", "int8-sq-kvfp8",
                              "int8-rotate"};
@@ -601,7 +617,7 @@ static void test_gpu_e2e(void) {
              * looser bounds: its tensor cores keep ~14 bits of each 32-product sum (see the GEMM test) */
             int fp8 = !strncmp(schemes[s], "fp8", 3);
             w8a8_model *c = open_cpu(p, 1), *gm = open_gpu_exact(p, 1, fp8);
-            if (!gm) { skip(path("GPU end to end %s %s", names[k], schemes[s]), gpu_skip_why); w8a8_close(c); continue; }
+            if (!gm) { gpu_skip(path("GPU end to end %s %s", names[k], schemes[s])); w8a8_close(c); continue; }
             int fast = fp8 && gm->gpu->wgmma;
             /* the CPU reference's side, once for both GPU paths: greedy text, the last-position logits of a
              * prompt, perplexity (the calibrated variants on a shorter text to keep the CPU side quick) */
@@ -677,7 +693,7 @@ static void test_gpu_e2e(void) {
 /* Calibration on the GPU (bf16 model) == on the CPU reference of the same bf16 model, and convert --calib
  * uses the GPU where there is one. */
 static void test_gpu_calib(void) {
-    if (!have_gpu()) { skip("GPU calibration", gpu_skip_why); return; }
+    if (!have_gpu()) { gpu_skip("GPU calibration"); return; }
     const char *p = model("tinystories-656k", "bf16");
     w8a8_model *c = open_cpu(p, 1), *gm = open_gpu(p, 1);
     if (!c || !gm) { result(0, "GPU calibration", "open failed: %s", w8a8_error()); w8a8_close(c); w8a8_close(gm); return; }
@@ -712,7 +728,7 @@ static void test_gpu_calib(void) {
 
 /* 8 sequences of different lengths in one batch give what each gives alone */
 static void test_gpu_batch(void) {
-    if (!have_gpu()) { skip("GPU batch", gpu_skip_why); return; }
+    if (!have_gpu()) { gpu_skip("GPU batch"); return; }
     const char *schemes[] = {"bf16", "fp8", "int8"};
     for (int s = 0; s < 3; s++) {
         const char *p = model("tinystories-656k", schemes[s]);
@@ -721,7 +737,7 @@ static void test_gpu_batch(void) {
         setenv("W8A8_NO_GEMV", "1", 1);
         w8a8_model *mb = open_gpu(p, 8), *m1 = open_gpu(p, 1);
         unsetenv("W8A8_NO_GEMV");
-        if (!mb || !m1) { skip(path("GPU batch %s", schemes[s]), gpu_skip_why); w8a8_close(mb); w8a8_close(m1); continue; }
+        if (!mb || !m1) { gpu_skip(path("GPU batch %s", schemes[s])); w8a8_close(mb); w8a8_close(m1); continue; }
         int seqs[8], ids[8][128], n[8], ok = 1;
         double md = 0;
         for (int i = 0; i < 8; i++) {
@@ -808,7 +824,7 @@ static void test_gpu_batch(void) {
         w8a8_model *mu = open_gpu(p, 3);
         unsetenv("W8A8_NO_FUSE");
         w8a8_model *mfu = open_gpu(p, 3);
-        if (!mu || !mfu) { skip(path("GPU fused decode %s", fschemes[s]), gpu_skip_why); w8a8_close(mu); w8a8_close(mfu); continue; }
+        if (!mu || !mfu) { gpu_skip(path("GPU fused decode %s", fschemes[s])); w8a8_close(mu); w8a8_close(mfu); continue; }
         int su[3], sf[3], ok = mfu->gpu->fuse && !mu->gpu->fuse;
         double d = 0;
         w8a8_model *ms[2] = {mu, mfu};
@@ -839,7 +855,7 @@ static void test_gpu_batch(void) {
 
 /* the kernel cache: a second start loads without compiling; a corrupted entry is compiled again */
 static void test_gpu_cache(void) {
-    if (!have_gpu()) { skip("kernel cache", gpu_skip_why); return; }
+    if (!have_gpu()) { gpu_skip("kernel cache"); return; }
     char dir[512];
     snprintf(dir, sizeof dir, "%s/kcache", OUT);
     sh("rm -rf %s", dir);
@@ -864,7 +880,7 @@ static void test_gpu_cache(void) {
 /* GPU faults: out of memory names the sizes and leaks nothing; an unwritable cache compiles each time and
  * says so; two processes starting at once on an empty cache both work and leave whole entries */
 static void test_gpu_faults(void) {
-    if (!have_gpu()) { skip("GPU faults", gpu_skip_why); return; }
+    if (!have_gpu()) { gpu_skip("GPU faults"); return; }
     char *big = path("%s/synth-smollm2.fp8.w8a8", OUT);
     if (!exists(big)) sh("./convert --synthetic test/synth/smollm2-135m.json --tokenizer %s/tokenizers/llama2/tokenizer.bin -o %s --scheme fp8 --quiet", SH, big);
     w8a8_model *probe = open_gpu(model("stories260K", "int8"), 1);
