@@ -1,6 +1,7 @@
 /* prof — GPU time by kernel for each phase of a run: B sequences' prompts of P tokens, then S decode steps.
  *
  *   make prof && W8A8_PROFILE=1 ./prof MODEL B P S      (without W8A8_PROFILE: wall times only, graphs on)
+ *   ./prof MODEL B P S CONTEXT                          (the KV cache sized for CONTEXT positions, not P + 2S + 16)
  *   W8A8_SKIP=KERNEL ./prof MODEL B P S                 (leave one kernel out: what it costs in the real run)
  *   W8A8_SKIP=KERNEL#I/N ./prof MODEL B P S             (only its launches I, I + N, ...: one of a layer's N)
  *
@@ -36,11 +37,11 @@ static void feed_all(w8a8_model *m, int B, int *seqs, const int *prompt, int P) 
     free(ids); free(ns);
 }
 int main(int argc, char **argv) {
-    if (argc != 5) { fprintf(stderr, "usage: W8A8_PROFILE=1 ./prof MODEL BATCH PROMPT_TOKENS DECODE_STEPS\n"); return 2; }
+    if (argc != 5 && argc != 6) { fprintf(stderr, "usage: W8A8_PROFILE=1 ./prof MODEL BATCH PROMPT_TOKENS DECODE_STEPS [CONTEXT]\n"); return 2; }
     const char *path = argv[1];
     int B = atoi(argv[2]), P = atoi(argv[3]), S = atoi(argv[4]);
     w8a8_options o = w8a8_default_options();
-    o.require_gpu = 1; o.max_batch = B; o.max_context = P + 2 * S + 16;
+    o.require_gpu = 1; o.max_batch = B; o.max_context = argc == 6 ? atoi(argv[5]) : P + 2 * S + 16;   /* the KV cache's positions */
     w8a8_model *m;
     if (w8a8_open(&m, path, &o)) { fprintf(stderr, "%s\n", w8a8_error()); return 1; }
     fprintf(stderr, "== %s; wgmma GEMM blocks in pairs: %s (%d at once)\n", w8a8_device_name(m), m->gpu->gemm_pairs ? "yes" : "no", m->gpu->gemm_pairs);
