@@ -2312,7 +2312,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
         void *a_attn[] = {&g->qkv, &g->pos, &g->seq, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &g->part_o, &g->part_ml, &att_heads, &v_smem, &tc_rows,
                           &merge, &g->att};
         void *a_tc[] = {&g->qkv, &g->pos, &g->seq, &g->tc_rows, &n, &kc, &vc, &ctx, &nh, &nkv, &hd, &ks, &vs, &parts, &g->part_o, &g->part_ml};
-        void *a_comb[] = {&g->part_o, &g->part_ml, &parts, &nh, &hd, &g->att, &Ko, &mode, &s_o, &g->act, &g->act_s};
+        void *a_comb[] = {&g->part_o, &g->part_ml, &parts, &nh, &hd, &g->att, &Ko, &mode, &s_o, &g->act, &g->act_s, &g->pos};
         void *a_n2[] = {&g->x, &null, &L->ffn_norm, &eps, &D, &K13, &mode, &s_13, &g->act, &g->act_s};
         int keep = g->silu_keep && !(s_2 > 0);   /* silu_mul_quant keeps the row for its second pass (dynamic scale) */
         void *a_silu[] = {&g->h13, &H, &K2, &mode, &s_2, &keep, &g->act, &g->act_s};

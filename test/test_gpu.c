@@ -404,7 +404,7 @@ static void test_gpu_kernels(void) {
         int qd = nh * hd, bf = 0;
         float st = 0;
         CUdeviceptr dact = dev_from(g, NULL, 2 * (size_t)R * qd), dsc = dev_from(g, NULL, sizeof(float) * R);
-        void *a2[] = {&dpo, &dml, &splits, &nh, &hd, &dout, &qd, &bf, &st, &dact, &dsc};
+        void *a2[] = {&dpo, &dml, &splits, &nh, &hd, &dout, &qd, &bf, &st, &dact, &dsc, &dp};
         /* as decode runs it first: ATT_DECODE_HEADS query heads a block, the chunk's values through shared memory
          * (where there is room); the same sums, so the same bits as ATT_HEADS a block reading the values directly */
         float *got1 = malloc(sizeof(float) * R * nh * hd);
@@ -505,7 +505,7 @@ static void test_gpu_kernels(void) {
             CUdeviceptr merge = 0, merged = 0;
             void *a1[] = {&q, &p, &sq, &dk, &dv, &ctx, &nh, &nkv, &hd, &ks, &vs, &dpo, &dml, &heads, &v_smem, &fl, &merge, &merged};
             void *a2[] = {&q, &p, &sq, &fl, &n, &dk, &dv, &ctx, &nh, &nkv, &hd, &ks, &vs, &splits, &dpo, &dml};
-            void *a3[] = {&dpo, &dml, &splits, &nh, &hd, &dout, &qd, &bf, &no_scale, &dact, &dsc};
+            void *a3[] = {&dpo, &dml, &splits, &nh, &hd, &dout, &qd, &bf, &no_scale, &dact, &dsc, &p};
             launch(g, F_ATTN, n, attention_blocks_y(nh, nkv, heads), splits, ATT_THREADS, a1);
             launch_smem(g, F_ATTN_TC, (n + TC_ROWS - 1) / TC_ROWS, nh, 1, TC_THREADS, TC_SMEM, a2);
             launch(g, F_COMBINE_QUANT, n, 1, 1, COMBINE_THREADS, a3);
@@ -547,7 +547,8 @@ static void test_gpu_kernels(void) {
             float st = 0;
             int keep = which == 2;
             void *args[] = {&din, &K, &Kp, &mode, &st, &keep, &dout, &ds};
-            void *cargs[] = {&din, &dml, &one, &nh, &hd, &datt, &Kp, &mode, &st, &dout, &ds};
+            CUdeviceptr no_pos = 0;   /* every chunk (one here) */
+            void *cargs[] = {&din, &dml, &one, &nh, &hd, &datt, &Kp, &mode, &st, &dout, &ds, &no_pos};
             if (keep) cu.FuncSetAttribute(g->f[F_SILU], CU_FUNC_MAX_DYNAMIC_SHARED, (int)sizeof(float) * K);
             launch_smem(g, which ? F_SILU : F_COMBINE_QUANT, R, 1, 1, which ? SILU_THREADS : COMBINE_THREADS, keep ? sizeof(float) * K : 0,
                         which ? args : cargs);
