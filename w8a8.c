@@ -2365,6 +2365,11 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
  * captured once per batch size as a CUDA graph and replayed: one launch instead of ~11 a layer. Its attention
  * covers every chunk of the context (the chunks past a row's position return at once and are skipped when
  * combining, so the result is the same bits as without the graph). */
+/* the decode graph captured for batches of n rows, or NULL */
+static gpu_graph *graph_for(gpu_state *g, int n) {
+    for (int i = 0; i < g->n_graphs; i++) if (g->graphs[i].n == n) return &g->graphs[i];
+    return NULL;
+}
 static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, const int *pos, const unsigned char *want) {
     gpu_state *g = m->gpu;
     int maxpos = 0, n_out = 0, rows[4096], rc;
@@ -2385,8 +2390,7 @@ static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
     int tc = on == 0 ? TC_NONE : on == n ? TC_ALL : TC_SOME;
     if (tc && (r = cu.MemcpyHtoDAsync(g->tc_rows, tc_rows, sizeof(int) * n, g->stream)))
         return fail(W8A8_ERR_GPU, "copying a batch to the GPU: %s", cu_str(r));
-    gpu_graph *gr = NULL;
-    for (int i = 0; i < g->n_graphs && !gr; i++) if (g->graphs[i].n == n) gr = &g->graphs[i];
+    gpu_graph *gr = graph_for(g, n);
     if (!g->use_graphs || tc || n_out != n || m->calib || (!gr && g->n_graphs == MAX_GRAPHS))   /* launch by launch */
         return gpu_launch_forward(m, n, n_out, maxpos / ATT_CHUNK + 1, tc);
     if (!gr) {

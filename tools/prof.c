@@ -75,8 +75,7 @@ int main(int argc, char **argv) {
         for (int s = 0; s < S; s++) if (w8a8_step(m, B, seqs, tok)) { fprintf(stderr, "%s\n", w8a8_error()); return 1; }
         gpu_sync(g);
         double ws = seconds() - t0;
-        gpu_graph *gr = NULL;
-        for (int i = 0; i < g->n_graphs; i++) if (g->graphs[i].n == B) gr = &g->graphs[i];
+        gpu_graph *gr = graph_for(g, B);
         double wg = 0;
         if (gr) {
             t0 = seconds();
