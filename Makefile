@@ -66,7 +66,7 @@ test/test_main_asan: test/test_main.c test/test_gpu.c w8a8.c w8a8.h kernels.cu.i
 	  test/test_main.c -o $@ $(LDLIBS)
 
 test-asan: all test/test_main_asan
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./test/test_main_asan
+	bash tools/asan.sh
 
 valgrind: all
 	valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect -q \
