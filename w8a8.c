@@ -1992,7 +1992,12 @@ static int gpu_open(w8a8_model *m) {
     gpu_state *g = calloc(1, sizeof *g);
     if (!g) return fail(W8A8_ERR_NOMEM, "out of memory");
     int ord = m->opt.device;
-    if (ord < 0) { const char *e = getenv("W8A8_DEVICE"); ord = e && e[0] ? atoi(e) : 0; }
+    if (ord < 0) {
+        const char *e = getenv("W8A8_DEVICE");
+        char *end = NULL;
+        ord = e && e[0] ? (int)strtol(e, &end, 10) : 0;
+        if (e && e[0] && (*end || end == e)) { free(g); return fail(W8A8_ERR_GPU, "W8A8_DEVICE=%s: not a GPU number (0, 1, ...)", e); }
+    }
     int count = 0;
     cu.DeviceGetCount(&count);
     CUresult r;
@@ -2059,7 +2064,9 @@ static int gpu_open(w8a8_model *m) {
         g->wgmma = 1;
         g->swap = !env_on("W8A8_NO_SWAP");
         const char *ft = getenv("W8A8_FP8_TILE");
-        g->fp8_tile = ft ? atoi(ft) : 0;
+        g->fp8_tile = ft && ft[0] ? atoi(ft) : 0;
+        if (g->fp8_tile && g->fp8_tile != 128 && g->fp8_tile != 192)
+            return fail(W8A8_ERR_GPU, "W8A8_FP8_TILE=%s: the FP8 GEMM's tiles are 128 or 192 columns wide", ft);
         for (int i = F_GEMM90_BF16; i <= F_GEMM90_S8_SWAP; i++)
             if ((r = cu.FuncSetAttribute(g->f[i], CU_FUNC_MAX_DYNAMIC_SHARED, HOPPER_SMEM)))
                 return fail(W8A8_ERR_GPU, "%s: %d bytes of shared memory: %s", kernel_names[i], HOPPER_SMEM, cu_str(r));
