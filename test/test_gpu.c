@@ -767,17 +767,29 @@ static void test_gpu_batch(void) {
         unsetenv("W8A8_NO_GRAPH");
         unsetenv("W8A8_NO_GEMV");
         double gd = mg ? 0 : 1;
-        for (int i = 0; mg && i < 8; i += 7) {
-            int sq, sq1;
+        /* sequences 0 and 7, then one of 300 tokens (the graph made again over 2 chunks of 256 positions when
+         * position 256 comes), then sequence 0 again (replayed by the larger graph); logits compared at the end and
+         * at position 255, the last the 1-chunk graph covers */
+        int long_ids[300], cases[] = {0, 7, -1, 0}, chunks_seen = 0;
+        for (int j = 0; j < 300; j++) long_ids[j] = 3 + (j * 71) % 1900;
+        for (int k = 0; mg && k < 4; k++) {
+            int i = cases[k], len = i < 0 ? 300 : n[i], sq, sq1;
+            const int *t = i < 0 ? long_ids : ids[i];
             const float *a, *b;
             w8a8_seq_start(mg, &sq); w8a8_seq_start(m1, &sq1);
-            for (int j = 0; j < n[i]; j++) { w8a8_feed(mg, sq, &ids[i][j], 1); w8a8_feed(m1, sq1, &ids[i][j], 1); }
-            w8a8_logits(mg, sq, &a); w8a8_logits(m1, sq1, &b);
-            for (int v = 0; v < 2048; v++) gd = fmax(gd, fabs(a[v] - b[v]));
+            for (int j = 0; j < len; j++) {
+                w8a8_feed(mg, sq, &t[j], 1); w8a8_feed(m1, sq1, &t[j], 1);
+                if (j != 255 && j != len - 1) continue;
+                w8a8_logits(mg, sq, &a); w8a8_logits(m1, sq1, &b);
+                for (int v = 0; v < 2048; v++) gd = fmax(gd, fabs(a[v] - b[v]));
+                gpu_graph *gr = graph_for(m1->gpu, 1);
+                if (gr && j == 299) chunks_seen = gr->chunks;
+            }
             w8a8_seq_end(mg, sq); w8a8_seq_end(m1, sq1);
         }
-        result(mg && gd == 0 && mg->gpu->use_graphs == 0 && m1->gpu->use_graphs && m1->gpu->n_graphs > 0,
-               path("GPU (%s): decode through the CUDA graph == without it (W8A8_NO_GRAPH=1), bit for bit", schemes[s]), "max |diff| %.2e", gd);
+        result(mg && gd == 0 && mg->gpu->use_graphs == 0 && m1->gpu->use_graphs && m1->gpu->n_graphs > 0 && chunks_seen == 2,
+               path("GPU (%s): decode through the CUDA graph == without it (W8A8_NO_GRAPH=1), bit for bit, as the graph grows from 1 "
+                    "chunk of positions to 2 and back to a short sequence", schemes[s]), "max |diff| %.2e; chunks at position 299: %d", gd, chunks_seen);
         w8a8_close(mg);
         for (int i = 0; i < 8; i++) {
             int sq;

@@ -286,7 +286,7 @@ static void bench_scheme(const char *scheme, double tput[2][4], double *decode_m
     double open_s;
     /* batch 1: TTFT of 2048 tokens, decode ms/token */
     w8a8_model *m = open_model(scheme, 1, 2048 + 256, &open_s);
-    run(m, 1, 64, 8);   /* warm up: the graphs of this batch size are captured */
+    run(m, 1, 2048, 8);   /* warm up: the decode graph for these positions is captured (graphs grow with the position) */
     run_result a = run(m, 1, 2048, 129);
     *ttft = a.prefill_s;
     *decode_ms = a.decode_s / 128 * 1e3;

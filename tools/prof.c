@@ -49,8 +49,8 @@ int main(int argc, char **argv) {
     int V = (int)w8a8_config_of(m)->vocab_size;
     for (int i = 0; i < P; i++) prompt[i] = (1000 + (i * 7919) % 100000) % V;   /* any ids: the timings do not depend on them */
     for (int b = 0; b < B; b++) w8a8_seq_start(m, &seqs[b]);
-    /* warm-up: a short prompt and 3 steps (graphs captured), then reset */
-    feed_all(m, B, seqs, prompt, 8);
+    /* warm-up: the prompt and 3 steps (the decode graph for these positions captured), then reset */
+    feed_all(m, B, seqs, prompt, P);
     w8a8_sample_greedy(m, B, seqs, tok);
     for (int s = 0; s < 3; s++) { w8a8_step(m, B, seqs, tok); w8a8_sample_greedy(m, B, seqs, tok); }
     for (int b = 0; b < B; b++) w8a8_seq_reset(m, seqs[b]);
