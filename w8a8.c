@@ -1711,6 +1711,16 @@ static int env_on(const char *name) {
     const char *v = getenv(name);
     return v && v[0] == '1';
 }
+/* a number in the environment: 1 with *v set, 0 when unset or empty (*v untouched), -1 when not a number */
+static int env_int(const char *name, int *v) {
+    const char *e = getenv(name);
+    if (!e || !e[0]) return 0;
+    char *end;
+    long x = strtol(e, &end, 10);
+    if (*end || x < INT_MIN || x > INT_MAX) return -1;
+    *v = (int)x;
+    return 1;
+}
 
 /* --- the GPU state --- */
 #define MAX_GRAPHS 32
@@ -1993,10 +2003,8 @@ static int gpu_open(w8a8_model *m) {
     if (!g) return fail(W8A8_ERR_NOMEM, "out of memory");
     int ord = m->opt.device;
     if (ord < 0) {
-        const char *e = getenv("W8A8_DEVICE");
-        char *end = NULL;
-        ord = e && e[0] ? (int)strtol(e, &end, 10) : 0;
-        if (e && e[0] && (*end || end == e)) { free(g); return fail(W8A8_ERR_GPU, "W8A8_DEVICE=%s: not a GPU number (0, 1, ...)", e); }
+        ord = 0;
+        if (env_int("W8A8_DEVICE", &ord) < 0) { free(g); return fail(W8A8_ERR_GPU, "W8A8_DEVICE=%s: not a GPU number (0, 1, ...)", getenv("W8A8_DEVICE")); }
     }
     int count = 0;
     cu.DeviceGetCount(&count);
@@ -2063,10 +2071,8 @@ static int gpu_open(w8a8_model *m) {
     if (g->cc == 90 && cu.FuncSetAttribute && cu.TensorMapEncodeTiled && !env_on("W8A8_NO_WGMMA")) {
         g->wgmma = 1;
         g->swap = !env_on("W8A8_NO_SWAP");
-        const char *ft = getenv("W8A8_FP8_TILE");
-        g->fp8_tile = ft && ft[0] ? atoi(ft) : 0;
-        if (g->fp8_tile && g->fp8_tile != 128 && g->fp8_tile != 192)
-            return fail(W8A8_ERR_GPU, "W8A8_FP8_TILE=%s: the FP8 GEMM's tiles are 128 or 192 columns wide", ft);
+        if (env_int("W8A8_FP8_TILE", &g->fp8_tile) < 0 || (g->fp8_tile && g->fp8_tile != 128 && g->fp8_tile != 192))
+            return fail(W8A8_ERR_GPU, "W8A8_FP8_TILE=%s: the FP8 GEMM's tiles are 128 or 192 columns wide", getenv("W8A8_FP8_TILE"));
         for (int i = F_GEMM90_BF16; i <= F_GEMM90_S8_SWAP; i++)
             if ((r = cu.FuncSetAttribute(g->f[i], CU_FUNC_MAX_DYNAMIC_SHARED, HOPPER_SMEM)))
                 return fail(W8A8_ERR_GPU, "%s: %d bytes of shared memory: %s", kernel_names[i], HOPPER_SMEM, cu_str(r));
@@ -2378,8 +2384,8 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
  * captures at most per batch size over the model's life (they never shrink: a later short sequence replays the
  * larger graph, as every step did before). Run140, the graph alone at 32,768 positions: batch 64 2.19 -> 1.83 ms,
  * batch 16 1.32 -> 1.25, batch 1 0.832 -> 0.824; at 4,096 the same as before. */
-static int graph_chunks(const w8a8_model *m, int maxpos) {
-    int need = maxpos / ATT_CHUNK + 1, all = (m->max_ctx + ATT_CHUNK - 1) / ATT_CHUNK, b = 1;
+static int graph_chunks(const w8a8_model *m, int need) {
+    int all = (m->max_ctx + ATT_CHUNK - 1) / ATT_CHUNK, b = 1;
     while (b < need) b = b == 1 ? 2 : (b & (b - 1)) ? b / 3 * 4 : b / 2 * 3;   /* 1, 2, 3, 4, 6, 8, 12, 16, ... */
     return b < all ? b : all;
 }
@@ -2409,9 +2415,10 @@ static int gpu_forward(w8a8_model *m, int n, const int *tok, const int *seq, con
     if (tc && (r = cu.MemcpyHtoDAsync(g->tc_rows, tc_rows, sizeof(int) * n, g->stream)))
         return fail(W8A8_ERR_GPU, "copying a batch to the GPU: %s", cu_str(r));
     gpu_graph *gr = graph_for(g, n);
+    int need = maxpos / ATT_CHUNK + 1;   /* attention's chunks of positions */
     if (!g->use_graphs || tc || n_out != n || m->calib || (!gr && g->n_graphs == MAX_GRAPHS))   /* launch by launch */
-        return gpu_launch_forward(m, n, n_out, maxpos / ATT_CHUNK + 1, tc);
-    int chunks = graph_chunks(m, maxpos);
+        return gpu_launch_forward(m, n, n_out, need, tc);
+    int chunks = graph_chunks(m, need);
     if (!gr || gr->chunks < chunks) {
         CUgraph graph = NULL;
         CUgraphExec exec = NULL;
