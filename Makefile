@@ -65,7 +65,7 @@ test/test_main_asan: test/test_main.c test/test_gpu.c w8a8.c w8a8.h kernels.cu.i
 	$(CC) -std=gnu11 -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
 	  test/test_main.c -o $@ $(LDLIBS)
 
-test-asan: all test/test_main_asan
+test-asan: all test/test_main test/test_main_asan
 	bash tools/asan.sh
 
 valgrind: all

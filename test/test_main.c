@@ -1482,9 +1482,20 @@ int main(int argc, char **argv) {
         {"misuse", test_api_misuse}, {"cli", test_cli}, {"example", test_example}, {"constants", test_kernel_constants}, {"nvrtc", test_nvrtc}, {"faults", test_faults}, {"nvrtc-missing", test_nvrtc_missing},
         {"calib", test_calibration}, {"fp8ckpt", test_fp8_checkpoint}, {"gguf", test_gguf}, {"gpu", test_gpu_kernels}, {"gpu-e2e", test_gpu_e2e}, {"gpu-batch", test_gpu_batch}, {"gpu-cache", test_gpu_cache}, {"gpu-faults", test_gpu_faults}, {"gpu-calib", test_gpu_calib},
     };
+    /* a name runs that group; -name leaves it out of the rest (all but nvrtc-missing when none is named) */
+    int named = 0;
+    for (int a = 1; a < argc; a++) {
+        int known = 0;
+        for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) known |= !strcmp(argv[a] + (argv[a][0] == '-'), tests[i].name);
+        if (!known) { printf("FAIL arguments: no test group \"%s\"\n0 passed, 1 failed\n", argv[a]); return 1; }
+        named |= argv[a][0] != '-';
+    }
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
-        int chosen = argc < 2 && strcmp(tests[i].name, "nvrtc-missing");   /* that one only when asked */
-        for (int a = 1; a < argc; a++) chosen |= !strcmp(argv[a], tests[i].name);
+        int chosen = !named && strcmp(tests[i].name, "nvrtc-missing");   /* that one only when asked */
+        for (int a = 1; a < argc; a++) {
+            if (!strcmp(argv[a], tests[i].name)) chosen = 1;
+            if (argv[a][0] == '-' && !strcmp(argv[a] + 1, tests[i].name)) chosen = 0;
+        }
         if (!chosen) continue;
         tests[i].fn();
     }

@@ -39,13 +39,16 @@ PY
 fail=0
 for t in model tokenizer json convert; do
   log=$F/$t.log
-  for try in 1 2; do
-    (cd $F && W8A8_FUZZ_DIR=$ROOT/test/out ASAN_OPTIONS=detect_leaks=1 ./bin/fuzz_$t -max_total_time=$SECS -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
+  leaks=1
+  for try in 1 2 3; do
+    (cd $F && W8A8_FUZZ_DIR=$ROOT/test/out ASAN_OPTIONS=detect_leaks=$leaks ./bin/fuzz_$t -max_total_time=$SECS -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
         -artifact_prefix=$t- $t > $t.log 2>&1)
     rc=$?
-    # LeakSanitizer's tracer crashing by itself (no finding, no report: google/sanitizers#1353) is run again, once
-    if [ $rc != 0 ] && grep -q "LeakSanitizer has encountered a fatal error" $log && ! grep -q "ERROR:" $log; then
-      echo "fuzz_$t: LeakSanitizer's tracer crashed (a sanitizer flake, no finding): run again"; continue
+    # LeakSanitizer's tracer crashing by itself (no finding, no report: google/sanitizers#1353) is run again, once;
+    # if it crashes again, a third run goes without the leak check and says so
+    if [ $rc != 0 ] && [ $try -lt 3 ] && grep -q "LeakSanitizer has encountered a fatal error" $log && ! grep -q "ERROR:" $log; then
+      [ $try = 2 ] && leaks=0
+      echo "fuzz_$t: LeakSanitizer's tracer crashed (a sanitizer flake, no finding): run again$([ $leaks = 0 ] && echo ', LEAKS NOT CHECKED this time')"; continue
     fi
     break
   done
