@@ -1371,11 +1371,14 @@ static void config_from_l2c(conv *cv, const char *path) {
     if (b.n < 28) die("'%s' is too small to be a llama2.c checkpoint", path);
     int32_t h[7];
     memcpy(h, b.p, 28);
-    for (int i = 0; i < 7; i++) if (i != 5 && (h[i] <= 0 || h[i] > 1 << 20)) die("'%s' does not look like a llama2.c checkpoint (header %d %d %d %d %d %d %d)", path, h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
+    for (int i = 0; i < 7; i++) {   /* the vocabulary size is negative when the classifier is not shared */
+        int64_t v = i == 5 ? llabs((int64_t)h[i]) : h[i];
+        if (v <= 0 || v > 1 << 20) die("'%s' does not look like a llama2.c checkpoint (header %d %d %d %d %d %d %d)", path, h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
+    }
     w8a8_config *c = &cv->c;
     c->dim = h[0]; c->hidden_dim = h[1]; c->n_layers = h[2]; c->n_heads = h[3]; c->n_kv_heads = h[4];
-    c->vocab_size = h[5] < 0 ? -h[5] : h[5]; c->max_context = h[6];
-    if (c->vocab_size == 0 || c->dim % c->n_heads) die("'%s': bad dimensions in the header", path);
+    c->vocab_size = (uint32_t)llabs((int64_t)h[5]); c->max_context = h[6];
+    if (c->dim % c->n_heads) die("'%s': bad dimensions in the header", path);
     c->head_dim = c->dim / c->n_heads;
     cv->src.l2c_shared = h[5] > 0;
     if (cv->src.l2c_shared) c->flags |= W8A8_TIED_EMBEDDINGS;
