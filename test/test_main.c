@@ -1210,8 +1210,11 @@ static void test_cli(void) {
     result(rc != 0 && t && strstr(t, "hidden_size = 3e+84"), "./convert: an absurd dimension is an error naming it (found by fuzz_convert)", "%s", t ? t : "");
     free(t);
     /* a llama2.c header whose vocabulary size is INT32_MIN (negating it overflowed; found by fuzz_convert) */
-    rc = sh("printf '\\100\\0\\0\\0\\200\\0\\0\\0\\2\\0\\0\\0\\4\\0\\0\\0\\4\\0\\0\\0\\0\\0\\0\\200\\0\\1\\0\\0' > %s/min.bin && "
-            "./convert %s/min.bin --tokenizer %s/models/stories260K/tok512.bin -o %s/x.w8a8 2> %s/err.txt", OUT, OUT, SH, OUT, OUT);
+    int32_t l2c_header[7] = {64, 128, 2, 4, 4, INT32_MIN, 256};   /* dim, hidden, layers, heads, kv heads, vocab, context */
+    FILE *f = fopen(path("%s/min.bin", OUT), "wb");
+    fwrite(l2c_header, sizeof l2c_header, 1, f);
+    fclose(f);
+    rc = sh("./convert %s/min.bin --tokenizer %s/models/stories260K/tok512.bin -o %s/x.w8a8 2> %s/err.txt", OUT, SH, OUT, OUT);
     t = slurp(path("%s/err.txt", OUT), NULL);
     result(rc != 0 && t && strstr(t, "does not look like a llama2.c checkpoint") && !exists(path("%s/x.w8a8", OUT)),
            "./convert: a llama2.c header with vocabulary size INT32_MIN is a clear error (found by fuzz_convert)", "%s", t ? t : "");

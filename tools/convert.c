@@ -1377,7 +1377,7 @@ static void config_from_l2c(conv *cv, const char *path) {
     }
     w8a8_config *c = &cv->c;
     c->dim = h[0]; c->hidden_dim = h[1]; c->n_layers = h[2]; c->n_heads = h[3]; c->n_kv_heads = h[4];
-    c->vocab_size = (uint32_t)llabs((int64_t)h[5]); c->max_context = h[6];
+    c->vocab_size = h[5] < 0 ? -h[5] : h[5]; c->max_context = h[6];   /* |h[5]| <= 2^20, checked above */
     if (c->dim % c->n_heads) die("'%s': bad dimensions in the header", path);
     c->head_dim = c->dim / c->n_heads;
     cv->src.l2c_shared = h[5] > 0;
