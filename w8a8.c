@@ -1736,12 +1736,16 @@ typedef struct { CUdeviceptr attn_norm, ffn_norm, q_norm, k_norm; glinear qkv, o
 #define GEMV_WARPS 16
 #define OUT_BF16 0   /* the GEMM's out_mode: bf16 store (1 adds into fp32, 2 stores fp32) */
 #define OUT_SILU 3
+#define OUT_ROPE 4   /* the qkv gemv: RoPE and the KV-cache write in its epilogue (rope_kv's work) */
 #define SILU_THREADS 256   /* silu_mul_quant's block (kernels.cu.inc) */
 enum { IN_ACT, IN_NORM, IN_ROW };
 typedef struct {   /* the gemv's input rows, made by the gemv itself (kernels.cu.inc: gemv_in) */
     int kind, K, mode;
     float static_scale, eps;
     CUdeviceptr src, rows, w;
+    CUdeviceptr pos, seq, cos_t, sin_t, kcache, vcache;   /* OUT_ROPE */
+    int nh, nkv, hd, ctx;
+    float k_scale, v_scale;
 } gemv_in;
 /* shared memory of a gemv that makes its input: the rows (M x Kb bytes), then the stage (the source row, and
  * the norm's weights) */
@@ -1767,6 +1771,8 @@ struct gpu_state {
     int pdl;                      /* kernels launched with programmatic dependent launch (sm_90, unless $W8A8_NO_PDL=1) */
     int att_v_smem;               /* bytes of an attention chunk's values, copied to shared memory at decode (0: no room) */
     int silu_keep;                /* silu_mul_quant keeps a row (hidden_dim floats) in shared memory between its passes */
+    int rope_fuse;                /* decode: RoPE and the cache write inside the qkv gemv, for layers without q/k norm
+                                   * (0 with $W8A8_NO_ROPE_FUSE=1) */
     int fuse;                     /* decode: norms, SiLU and the merge of attention's chunks inside the gemv and attention
                                    * launches (0 with $W8A8_NO_FUSE=1, or where the gemv's shared memory does not fit) */
     CUdeviceptr merge_count;      /* attention's counters of finished chunks, a row's query head (fuse) */
@@ -2113,6 +2119,7 @@ static int gpu_open(w8a8_model *m) {
     /* decode's fused stages: the gemv makes its input in shared memory (the largest at GEMV_MAX_M rows), and
      * attention merges its chunks (a counter a row and query head, zero between launches) */
     g->fuse = !env_on("W8A8_NO_FUSE") && cu.FuncSetAttribute;
+    g->rope_fuse = !env_on("W8A8_NO_ROPE_FUSE") && c->head_dim % 2 == 0 && c->head_dim <= 256;   /* the gemv's tables: 128 pairs */
     size_t need = 0, es = c->scheme == W8A8_BF16 ? 2 : 1;
     gemv_in in_norm = {.kind = IN_NORM, .K = D}, in_att = {.kind = IN_ROW, .K = qd}, in_h = {.kind = IN_ROW, .K = H};
 #define NEED(in, Kp, e) (need = need > gemv_smem(in, GEMV_MAX_M, (Kp) * (e)) ? need : gemv_smem(in, GEMV_MAX_M, (Kp) * (e)))
@@ -2237,7 +2244,7 @@ static int gpu_gemm_in(gpu_state *g, int fn, CUdeviceptr a, CUdeviceptr as, cons
                        const gemv_in *in) {
     int es = fn == F_GEMM_BF16 ? 2 : 1, Kb = l->Kp * es;
     CUdeviceptr w = l->w, ws = l->scale, bias = l->bias, asp = l->scale ? as : 0;
-    gemv_in plain = {IN_ACT, 0, 0, 0, 0, 0, 0, 0};
+    gemv_in plain = {.kind = IN_ACT};
     void *args[] = {&a, &w, &M, (void *)&l->N, &Kb, &asp, &ws, &bias, &out_mode, &out, &ldo, in ? (void *)in : &plain};
     if (M <= GEMV_MAX_M && !g->no_gemv) {
         int units = out_mode == OUT_SILU ? l->N / 2 : l->N, blocks = (units + GEMV_WARPS - 1) / GEMV_WARPS;
@@ -2331,11 +2338,18 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
         void *a_silu[] = {&g->h13, &H, &K2, &mode, &s_2, &keep, &g->act, &g->act_s};
         /* calibration (bf16 scheme): each linear's input as quantized (bf16), the keys and values as cached */
 #define CALIB(what, src, cols, ld, sq, ps) (m->calib ? calib_gpu(g, w8a8_calib_offset(c, l, what), src, cols, ld, sq, ps, ctx, n) : 0)
-        if (fuse) {   /* decode: six launches a layer */
-            gemv_in n1 = {IN_NORM, D, mode, s_qkv, eps, g->x, 0, L->attn_norm}, o = {IN_ROW, qd, mode, s_o, 0, g->att, 0, 0};
-            gemv_in n2 = {IN_NORM, D, mode, s_13, eps, g->x, 0, L->ffn_norm}, h = {IN_ROW, H, mode, s_2, 0, g->h13, 0, 0};
-            rc = gpu_gemm_in(g, g->gemm_fn, 0, g->act_s, &L->qkv, n, 0, g->qkv, qd + 2 * kvd, &n1);
-            if (!rc) rc = launch(g, F_ROPE, n, rope_blocks_y(nh, nkv), 1, 32 * ROPE_WARPS, a_rope);
+        if (fuse) {   /* decode: five launches a layer (six where RoPE is not fused: q/k norm) */
+            gemv_in n1 = {.kind = IN_NORM, .K = D, .mode = mode, .static_scale = s_qkv, .eps = eps, .src = g->x, .w = L->attn_norm};
+            gemv_in o = {.kind = IN_ROW, .K = qd, .mode = mode, .static_scale = s_o, .src = g->att};
+            gemv_in n2 = {.kind = IN_NORM, .K = D, .mode = mode, .static_scale = s_13, .eps = eps, .src = g->x, .w = L->ffn_norm};
+            gemv_in h = {.kind = IN_ROW, .K = H, .mode = mode, .static_scale = s_2, .src = g->h13};
+            int rope = g->rope_fuse && !L->q_norm && !L->k_norm;
+            if (rope) {
+                n1.pos = g->pos; n1.seq = g->seq; n1.cos_t = g->rope_cos; n1.sin_t = g->rope_sin; n1.kcache = kc; n1.vcache = vc;
+                n1.nh = nh; n1.nkv = nkv; n1.hd = hd; n1.ctx = ctx; n1.k_scale = ks; n1.v_scale = vs;
+            }
+            rc = gpu_gemm_in(g, g->gemm_fn, 0, g->act_s, &L->qkv, n, rope ? OUT_ROPE : 0, g->qkv, qd + 2 * kvd, &n1);
+            if (!rc && !rope) rc = launch(g, F_ROPE, n, rope_blocks_y(nh, nkv), 1, 32 * ROPE_WARPS, a_rope);
             if (!rc) rc = launch_smem(g, F_ATTN, n, attention_blocks_y(nh, nkv, att_heads), splits, ATT_THREADS, v_smem, a_attn);
             if (!rc) rc = gpu_gemm_in(g, g->gemm_fn, 0, g->act_s, &L->o, n, 1, g->x, D, &o);
             if (!rc) rc = gpu_gemm_in(g, g->gemm_fn, 0, g->act_s, &L->w13, n, OUT_SILU, g->h13, H, &n2);   /* h13 holds silu(gate) * up, fp32 */
@@ -2366,7 +2380,7 @@ static int gpu_launch_forward(w8a8_model *m, int n, int n_out, int splits, int t
     if (rc || !n_out) return rc;
     int bf = 0, V = c->vocab_size;
     if (fuse) {   /* the final norm made by the LM head's gemv (bf16) */
-        gemv_in fn = {IN_NORM, D, bf, 0, eps, g->x, g->rows, g->out_norm};
+        gemv_in fn = {.kind = IN_NORM, .K = D, .mode = bf, .eps = eps, .src = g->x, .rows = g->rows, .w = g->out_norm};
         return gpu_gemm_in(g, F_GEMM_BF16, 0, 0, &g->head, n_out, 2, g->logits, V, &fn);
     }
     void *a_fn[] = {&g->x, &g->rows, &g->out_norm, &eps, &D, &g->Dp, &bf, &no_scale, &g->xn, &null};

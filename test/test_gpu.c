@@ -827,9 +827,10 @@ static void test_gpu_batch(void) {
         w8a8_close(mf);
         w8a8_close(mb); w8a8_close(m1);
     }
-    /* decode's fused stages (norms, SiLU and attention's merge inside the gemv and attention launches) give the
-     * bits of the separate kernels: a 3-token prompt in one pass (logits of its last row only), tokens one at a
-     * time (the graph of one row), then steps of 3 rows, against the same with W8A8_NO_FUSE=1 */
+    /* decode's fused stages (norms, SiLU, RoPE with the cache write and attention's merge inside the gemv and
+     * attention launches) give the bits of the separate kernels: a 3-token prompt in one pass (logits of its last
+     * row only), tokens one at a time (the graph of one row), then steps of 3 rows, against the same with
+     * W8A8_NO_FUSE=1 */
     const char *fschemes[] = {"bf16", "fp8", "int8", "fp8-static", "int8-sq", "bf16-kvfp8"};
     for (int s = 0; s < 6; s++) {
         const char *p = model("tinystories-656k", fschemes[s]);
@@ -838,7 +839,7 @@ static void test_gpu_batch(void) {
         unsetenv("W8A8_NO_FUSE");
         w8a8_model *mfu = open_gpu(p, 3);
         if (!mu || !mfu) { gpu_skip(path("GPU fused decode %s", fschemes[s])); w8a8_close(mu); w8a8_close(mfu); continue; }
-        int su[3], sf[3], ok = mfu->gpu->fuse && !mu->gpu->fuse;
+        int su[3], sf[3], ok = mfu->gpu->fuse && mfu->gpu->rope_fuse && !mu->gpu->fuse;
         double d = 0;
         w8a8_model *ms[2] = {mu, mfu};
         for (int k = 0; k < 2; k++) {
