@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """kernel_report.py: what ptxas makes of kernels.cu.inc, without a GPU.
 
-    python3 tools/kernel_report.py [--file kernels.cu.inc] [--sm 90a] [--loops KERNEL [--min N]]
+    python3 tools/kernel_report.py [--file kernels.cu.inc] [--sm 90a] [--loops KERNEL [--min N]] [--cubin FILE]
 
 Compiles the kernels file with nvcc (every kernel given its body, as NVRTC's parts together would) and prints
 each kernel's registers, stack and spill bytes. --loops KERNEL also disassembles KERNEL (cuobjdump: on PATH, in
@@ -71,6 +71,7 @@ def main():
     ap.add_argument('--sm', default='90a', help='80, 86, 89 or 90a')
     ap.add_argument('--loops', metavar='KERNEL')
     ap.add_argument('--min', type=int, default=40, help='shortest loop body listed (instructions)')
+    ap.add_argument('--cubin', metavar='FILE', help='keep the cubin (for cuobjdump -sass)')
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as t:
         cubin = os.path.join(t, 'k.cubin')
@@ -78,6 +79,7 @@ def main():
         print(f'{"kernel":26s} {"regs":>5s} {"stack":>6s} {"spill st":>9s} {"spill ld":>9s}   (sm_{a.sm})')
         for r in sorted(rows): print(f'{r[0]:26s} {r[1]:5d} {r[2]:6d} {r[3]:9d} {r[4]:9d}')
         if a.loops: loops(cubin, a.loops, a.min)
+        if a.cubin: shutil.copy(cubin, a.cubin)
 
 
 if __name__ == '__main__':
